@@ -1,0 +1,204 @@
+"""Settings: read ``silo-router.yaml`` and the environment into frozen dataclasses. No other I/O.
+
+Secrets may come from the environment (``SILO_ROUTER_SLACK_SIGNING_SECRET``…) or from files
+(``slack_signing_secret_file: /run/secrets/slack``), so they never need to sit in the YAML.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sidecar.core.context import Secrets, ShedRule
+from sidecar.errors import ConfigError
+
+DEFAULT_CONFIG = "silo-router.yaml"
+ENV_PREFIX = "SILO_ROUTER_"
+SECRET_NAMES = ("slack_signing_secret", "slack_verification_token", "discord_public_key")
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, what: str) -> Address:
+        host, sep, port = str(text).rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"{what}: expected host:port, got {text!r}")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class EnvoySettings:
+    body_limit_bytes: int = 1_048_576
+    failure_mode_allow: bool = False
+    status_on_error: int = 503
+    message_timeout_ms: int = 2000
+    """Per ext_proc message. Slack gives a webhook 3 s in all; this leaves room for the upstream."""
+    route_timeout_s: float = 15.0
+    admin: Address = field(default_factory=lambda: Address("127.0.0.1", 9901))
+    egress: Address = field(default_factory=lambda: Address("127.0.0.1", 8081))
+    concurrency: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarSettings:
+    grpc: Address = field(default_factory=lambda: Address("127.0.0.1", 50051))
+    metrics: Address = field(default_factory=lambda: Address("127.0.0.1", 9464))
+    cache_size: int = 100_000
+    cache_ttl_s: float = 60.0
+    negative_ttl_s: float = 10.0
+    db_pool_max: int = 8
+    db_connect_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: Address = field(default_factory=lambda: Address("127.0.0.1", 8080))
+    database_url: str | None = None
+    data_dir: Path = Path(".silo-router")
+    control: Address = field(default_factory=lambda: Address("127.0.0.1", 9000))
+    regions: Mapping[str, Address] = field(default_factory=dict)
+    secrets: Secrets = field(default_factory=Secrets)
+    envoy: EnvoySettings = field(default_factory=EnvoySettings)
+    sidecar: SidecarSettings = field(default_factory=SidecarSettings)
+    shed: tuple[ShedRule, ...] = ()
+    source: Path | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def region_names(self) -> frozenset[str]:
+        return frozenset(self.regions)
+
+
+def load(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``path`` (default ``silo-router.yaml`` if it exists) and ``environ``."""
+    environ = os.environ if environ is None else environ
+    chosen = Path(path) if path is not None else Path(DEFAULT_CONFIG)
+    raw: dict[str, Any] = {}
+    if chosen.exists():
+        try:
+            loaded = yaml.safe_load(chosen.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{chosen}: not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{chosen}: expected a mapping at the top level")
+        raw = loaded or {}
+    elif path is not None:
+        raise ConfigError(f"{chosen}: no such file")
+    base = chosen.resolve().parent if chosen.exists() else Path.cwd()
+    return from_mapping(raw, environ, base, chosen if chosen.exists() else None)
+
+
+def from_mapping(
+    raw: Mapping[str, Any], environ: Mapping[str, str], base: Path, source: Path | None = None
+) -> Settings:
+    regions_raw = raw.get("regions") or {}
+    if not isinstance(regions_raw, dict):
+        raise ConfigError("regions: expected a mapping of name → {address: host:port}")
+    regions = {}
+    for name, spec in regions_raw.items():
+        name = str(name)
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"regions: bad region name {name!r} (letters, digits, - and _ only)")
+        regions[name] = Address.parse(_address_of(spec, f"regions.{name}"), f"regions.{name}.address")
+    data_dir = Path(str(raw.get("data_dir") or environ.get(ENV_PREFIX + "DATA_DIR") or ".silo-router"))
+    if not data_dir.is_absolute():
+        data_dir = base / data_dir
+    database_url = environ.get("DATABASE_URL") or environ.get(ENV_PREFIX + "DATABASE_URL")
+    database_url = database_url or raw.get("database_url") or None
+    return Settings(
+        listen=Address.parse(raw.get("listen", "127.0.0.1:8080"), "listen"),
+        database_url=database_url,
+        data_dir=data_dir,
+        control=Address.parse(_address_of(raw.get("control", {}), "control", "127.0.0.1:9000"), "control"),
+        regions=regions,
+        secrets=_secrets(raw.get("secrets") or {}, environ, base),
+        envoy=_envoy(raw.get("envoy") or {}),
+        sidecar=_sidecar(raw.get("sidecar") or {}),
+        shed=_shed(raw.get("shed") or []),
+        source=source,
+        raw=raw,
+    )
+
+
+def _address_of(spec: Any, what: str, default: str | None = None) -> str:
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict) and "address" in spec:
+        return str(spec["address"])
+    if default is not None and not spec:
+        return default
+    raise ConfigError(f"{what}: expected {{address: host:port}}")
+
+
+def _secrets(raw: Mapping[str, Any], environ: Mapping[str, str], base: Path) -> Secrets:
+    values: dict[str, str | None] = {}
+    for name in SECRET_NAMES:
+        value = environ.get(ENV_PREFIX + name.upper()) or raw.get(name)
+        file_name = raw.get(f"{name}_file") or environ.get(ENV_PREFIX + name.upper() + "_FILE")
+        if not value and file_name:
+            secret_path = Path(str(file_name))
+            secret_path = secret_path if secret_path.is_absolute() else base / secret_path
+            try:
+                value = secret_path.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"secrets.{name}_file: cannot read {secret_path}: {exc.strerror}") from None
+        values[name] = str(value) if value else None
+    return Secrets(**values)
+
+
+def _envoy(raw: Mapping[str, Any]) -> EnvoySettings:
+    default = EnvoySettings()
+    try:
+        return EnvoySettings(
+            body_limit_bytes=int(raw.get("body_limit_bytes", default.body_limit_bytes)),
+            failure_mode_allow=bool(raw.get("failure_mode_allow", default.failure_mode_allow)),
+            status_on_error=int(raw.get("status_on_error", default.status_on_error)),
+            message_timeout_ms=int(raw.get("message_timeout_ms", default.message_timeout_ms)),
+            route_timeout_s=float(raw.get("route_timeout_s", default.route_timeout_s)),
+            admin=Address.parse(raw.get("admin", str(default.admin)), "envoy.admin"),
+            egress=Address.parse(raw.get("egress", str(default.egress)), "envoy.egress"),
+            concurrency=int(raw.get("concurrency", default.concurrency)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"envoy: {exc}") from None
+
+
+def _sidecar(raw: Mapping[str, Any]) -> SidecarSettings:
+    default = SidecarSettings()
+    try:
+        return SidecarSettings(
+            grpc=Address.parse(raw.get("grpc", str(default.grpc)), "sidecar.grpc"),
+            metrics=Address.parse(raw.get("metrics", str(default.metrics)), "sidecar.metrics"),
+            cache_size=int(raw.get("cache_size", default.cache_size)),
+            cache_ttl_s=float(raw.get("cache_ttl_s", default.cache_ttl_s)),
+            negative_ttl_s=float(raw.get("negative_ttl_s", default.negative_ttl_s)),
+            db_pool_max=int(raw.get("db_pool_max", default.db_pool_max)),
+            db_connect_timeout_s=float(raw.get("db_connect_timeout_s", default.db_connect_timeout_s)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"sidecar: {exc}") from None
+
+
+def _shed(raw: Any) -> tuple[ShedRule, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("shed: expected a list of {provider: …, integration_id: …}")
+    rules = []
+    for item in raw:
+        if not isinstance(item, dict) or "provider" not in item:
+            # Sentry ignores conditions without a provider (reference §2.7); we refuse them loudly.
+            raise ConfigError(f"shed: every rule needs a provider, got {item!r}")
+        integration_id = item.get("integration_id")
+        rules.append(ShedRule(str(item["provider"]), int(integration_id) if integration_id is not None else None))
+    return tuple(rules)

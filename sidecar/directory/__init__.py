@@ -1,0 +1,1 @@
+"""The directory: which regions own an integration or organization (PostgreSQL, cached)."""

@@ -1,0 +1,1 @@
+"""The outbox: webhooks stored durably per region, drained in mailbox order by the worker."""

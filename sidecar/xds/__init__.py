@@ -1,0 +1,1 @@
+"""Envoy resources for the regions; the only package that imports envoy-data-plane."""
