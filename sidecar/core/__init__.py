@@ -17,7 +17,7 @@ Rules:
 """
 
 from sidecar.core.context import Context, Secrets, ShedRule
-from sidecar.core.decision import Control, Decision, Forward, Lookup, NeedBody, Reply, Step, Store
+from sidecar.core.decision import Control, Decision, FetchKey, Forward, Lookup, NeedBody, Reply, Step, Store
 from sidecar.core.lookup import (
     ByExternalId,
     ByIntegrationId,
@@ -28,7 +28,7 @@ from sidecar.core.lookup import (
     Resolution,
 )
 from sidecar.core.mailbox import Mailbox
-from sidecar.core.plan import decide, needs_body, plan
+from sidecar.core.plan import needs_body, plan
 from sidecar.core.request import Request
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "Context",
     "Control",
     "Decision",
+    "FetchKey",
     "Forward",
     "Integration",
     "Lookup",
@@ -52,7 +53,6 @@ __all__ = [
     "ShedRule",
     "Step",
     "Store",
-    "decide",
     "needs_body",
     "plan",
 ]

@@ -72,4 +72,14 @@ class Lookup:
     then: Callable[[Resolution], Decision]
 
 
-Step = NeedBody | Lookup | Control | Forward | Store | Reply
+@dataclass(frozen=True, slots=True)
+class FetchKey:
+    """Ask the key source for a public key (PEM text) by key id, then call ``then`` with it
+    (None when the source has no such key). Atlassian Connect tokens with a ``kid`` need it."""
+
+    source: str
+    kid: str
+    then: Callable[[str | None], Step]
+
+
+Step = NeedBody | Lookup | FetchKey | Control | Forward | Store | Reply

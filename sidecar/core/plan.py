@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from sidecar.core.classify import IntegrationRoute, PassThrough, PluginRoute, classify
 from sidecar.core.context import Context
-from sidecar.core.decision import Control, Decision, Lookup, NeedBody, Reply, Step, Store
-from sidecar.core.lookup import Resolution
+from sidecar.core.decision import Control, Decision, FetchKey, Lookup, NeedBody, Reply, Step, Store
 from sidecar.core.request import Request
 
 RETRY_AFTER_SHED = (("retry-after", "60"),)
@@ -50,6 +49,9 @@ def _shed_checked(step: Step, ctx: Context) -> Step:
     if isinstance(step, Lookup):
         inner = step.then
         return Lookup(step.keys, lambda resolution: _shed(inner(resolution), ctx))
+    if isinstance(step, FetchKey):
+        then = step.then
+        return FetchKey(step.source, step.kid, lambda key: _shed_checked(then(key), ctx))
     if isinstance(step, NeedBody):
         return step
     return _shed(step, ctx)
@@ -61,6 +63,3 @@ def _shed(decision: Decision, ctx: Context) -> Decision:
     return decision
 
 
-def decide(step: Step, resolution: Resolution) -> Decision | NeedBody:
-    """Finish a step with a directory answer (identity for steps that needed none)."""
-    return step.then(resolution) if isinstance(step, Lookup) else step
