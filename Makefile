@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/silo-router demo --config examples/silo-router.yaml
+	$(BIN)/silo-router up --config examples/silo-router.yaml --directory examples/directory.yaml --demo-upstreams
 
 test: $(STAMP)
 	$(BIN)/ruff check sidecar tests

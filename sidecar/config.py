@@ -19,7 +19,13 @@ from sidecar.errors import ConfigError
 
 DEFAULT_CONFIG = "silo-router.yaml"
 ENV_PREFIX = "SILO_ROUTER_"
-SECRET_NAMES = ("slack_signing_secret", "slack_verification_token", "discord_public_key")
+SECRET_NAMES = (
+    "slack_signing_secret",
+    "slack_verification_token",
+    "slack_staging_signing_secret",
+    "slack_staging_verification_token",
+    "discord_public_key",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,9 @@ class Settings:
     envoy: EnvoySettings = field(default_factory=EnvoySettings)
     sidecar: SidecarSettings = field(default_factory=SidecarSettings)
     shed: tuple[ShedRule, ...] = ()
+    public_url: str | None = None
+    """The absolute URL providers post to (e.g. https://hooks.example.com): Atlassian Connect
+    tokens signed with a key (``kid``) must name it as their audience."""
     source: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -127,6 +136,7 @@ def from_mapping(
         envoy=_envoy(raw.get("envoy") or {}),
         sidecar=_sidecar(raw.get("sidecar") or {}),
         shed=_shed(raw.get("shed") or []),
+        public_url=str(raw["public_url"]) if raw.get("public_url") else None,
         source=source,
         raw=raw,
     )

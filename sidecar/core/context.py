@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 class Secrets:
     slack_signing_secret: str | None = None
     slack_verification_token: str | None = None
+    slack_staging_signing_secret: str | None = None
+    slack_staging_verification_token: str | None = None
     discord_public_key: str | None = None
+
+    def slack(self, provider: str) -> tuple[str | None, str | None]:
+        """(signing secret, verification token) of the Slack app behind ``provider``: staging is
+        another Slack app with its own secrets."""
+        if provider == "slack_staging":
+            return self.slack_staging_signing_secret, self.slack_staging_verification_token
+        return self.slack_signing_secret, self.slack_verification_token
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +46,9 @@ class Context:
     regions: frozenset[str] | None = None
     """Configured region names; None accepts any (offline explain, unit tests)."""
     shed: tuple[ShedRule, ...] = ()
+    jira_audience: str | None = None
+    """Sentry's absolute base URL (the Jira descriptor's ``baseUrl``): the ``aud`` Atlassian puts
+    in its asymmetrically signed tokens. None: such tokens are refused (they cannot be checked)."""
 
     def knows_region(self, region: str) -> bool:
         return self.regions is None or region in self.regions

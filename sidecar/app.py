@@ -1,0 +1,203 @@
+"""Lifecycle: declare (Settings), materialise (pool, directory, gRPC server), run, shut down.
+
+``serve`` is the sidecar alone (in Kubernetes Envoy is another container); ``up`` is the whole
+edge on one machine: PostgreSQL (embedded unless ``database_url`` is set), migrations, the
+sidecar, Envoy, and optionally the demo upstreams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+
+from sidecar import config, db
+from sidecar.config import Settings
+from sidecar.core import Context
+from sidecar.demo import UpstreamServer
+from sidecar.directory.cache import CachedDirectory
+from sidecar.directory.listen import listen_for_changes
+from sidecar.directory.loader import load_directory, read_directory_file
+from sidecar.directory.postgres import PostgresDirectory
+from sidecar.errors import ConfigError
+from sidecar.keysource import HttpKeySource
+from sidecar.outbox.store import PostgresOutbox
+from sidecar.proxy import EnvoyProcess
+from sidecar.router import Router
+from sidecar.wire.servicer import ExternalProcessor
+
+log = logging.getLogger(__name__)
+
+GRACE_S = 10.0
+"""SIGTERM: in-flight streams get this long to finish (Kubernetes' default grace is 30 s)."""
+RELOAD_EVERY_S = 2.0
+
+
+@dataclass
+class LiveSettings:
+    """The settings a running sidecar re-reads from its file: shed rules and secrets take effect
+    without a restart (a ConfigMap update changes the file's mtime)."""
+
+    current: Settings
+    _mtime: float = field(default=0.0)
+
+    def context(self) -> Context:
+        s = self.current
+        return Context(
+            now=time.time(), secrets=s.secrets, regions=s.region_names, shed=s.shed, jira_audience=s.public_url
+        )
+
+    def reload_if_changed(self) -> bool:
+        source = self.current.source
+        if source is None:
+            return False
+        try:
+            mtime = source.stat().st_mtime
+        except OSError:
+            return False
+        if mtime == self._mtime:
+            return False
+        first = self._mtime == 0.0
+        self._mtime = mtime
+        if first:
+            return False
+        try:
+            self.current = config.load(source)
+        except ConfigError as exc:
+            log.error("config reload failed, keeping the previous settings: %s", exc)
+            return False
+        log.info("config reloaded from %s", source)
+        return True
+
+
+async def _watch(live: LiveSettings, stop: asyncio.Event) -> None:
+    live.reload_if_changed()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RELOAD_EVERY_S)
+        live.reload_if_changed()
+
+
+@contextlib.asynccontextmanager
+async def sidecar_server(settings: Settings, dsn: str, stop: asyncio.Event) -> AsyncIterator[grpc.aio.Server]:
+    """The ext_proc gRPC server with its directory, outbox and background tasks, for one block."""
+    s = settings.sidecar
+    pool = await db.open_pool(dsn, max_size=s.db_pool_max, timeout=s.db_connect_timeout_s)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        directory = CachedDirectory(
+            PostgresDirectory(pool),
+            max_entries=s.cache_size,
+            ttl_s=s.cache_ttl_s,
+            negative_ttl_s=s.negative_ttl_s,
+        )
+        live = LiveSettings(settings)
+        tasks.append(asyncio.create_task(listen_for_changes(dsn, directory, stop)))
+        tasks.append(asyncio.create_task(_watch(live, stop)))
+        keys = HttpKeySource.from_settings(settings)
+        router = Router(
+            directory,
+            PostgresOutbox(pool),
+            live.context,
+            keys=keys,
+            budget_s=max(0.2, settings.envoy.message_timeout_ms / 1000 * 0.8),
+        )
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 1),
+                # BUFFERED bodies arrive in one message: the default 4 MiB cap would fail them with 500.
+                ("grpc.max_receive_message_length", settings.envoy.body_limit_bytes + (1 << 20)),
+            ]
+        )
+        ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(router), server)
+        server.add_insecure_port(str(s.grpc))
+        await server.start()
+        try:
+            yield server
+        finally:
+            # New streams are refused at once; in-flight ones get the grace period.
+            await server.stop(GRACE_S)
+            await keys.aclose()
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await pool.close()
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """``silo-router serve``: the sidecar only."""
+    stop = stop or asyncio.Event()
+    install_signal_handlers(stop)
+    dsn = await asyncio.to_thread(db.database_url, settings)
+    async with sidecar_server(settings, dsn, stop):
+        log.info("sidecar listening on %s", settings.sidecar.grpc)
+        await stop.wait()
+
+
+async def up(
+    settings: Settings,
+    *,
+    directory_file: Path | None = None,
+    demo_upstreams: bool = False,
+    stop: asyncio.Event | None = None,
+    announce: Callable[[str], None] = print,
+) -> None:
+    """``silo-router up``: PostgreSQL, migrations, sidecar, Envoy (and the demo upstreams)."""
+    stop = stop or asyncio.Event()
+    install_signal_handlers(stop)
+    dsn = await asyncio.to_thread(db.database_url, settings)
+    applied = await db.migrate(dsn)
+    if applied:
+        announce(f"migrated: {', '.join(applied)}")
+    if directory_file is not None:
+        report = await load_directory(dsn, read_directory_file(directory_file))
+        announce(f"directory loaded from {directory_file}: {report}")
+    upstreams = _start_demo_upstreams(settings) if demo_upstreams else []
+    envoy = EnvoyProcess(settings, settings.data_dir / "envoy.yaml")
+    try:
+        async with sidecar_server(settings, dsn, stop):
+            envoy.start()
+            await envoy.wait_ready()
+            announce(f"webhooks:  http://{settings.listen}/extensions/<provider>/…")
+            announce(f"sidecar:   {settings.sidecar.grpc} (gRPC ext_proc)")
+            announce(f"envoy:     admin http://{settings.envoy.admin}/  egress http://{settings.envoy.egress}/")
+            announce(f"database:  {db.redact(dsn)}")
+            for server in upstreams:
+                host, port = server.server_address[:2]
+                announce(f"upstream:  {server.name} on {host!s}:{port}")
+            announce("ready; Ctrl-C stops everything")
+            await _wait_stop_or_exit(stop, envoy)
+    finally:
+        envoy.stop()
+        for server in upstreams:
+            server.stop()
+
+
+async def _wait_stop_or_exit(stop: asyncio.Event, envoy: EnvoyProcess) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+        if envoy.process is not None and envoy.process.poll() is not None:
+            log.error("envoy exited with status %s; stopping", envoy.process.returncode)
+            stop.set()
+
+
+def _start_demo_upstreams(settings: Settings) -> list[UpstreamServer]:
+    targets = {"control": settings.control, **settings.regions}
+    return [UpstreamServer(name, address.host, address.port).start() for name, address in targets.items()]

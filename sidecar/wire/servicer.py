@@ -1,0 +1,55 @@
+"""The ext_proc servicer: a pump from Envoy's stream to the Router and back.
+
+One gRPC stream per HTTP request (envoy-notes §6.15). The headers message is always first; a
+body message follows only on BUFFERED routes, and then only when the request has a body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+
+from sidecar.core import Control, Forward, NeedBody, Reply, Request
+from sidecar.router import Outcome, Router
+from sidecar.wire import convert
+
+
+class ExternalProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def Process(
+        self, requests: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ep.ProcessingResponse]:
+        waiting: Request | None = None  # headers seen, decision needs the body
+        async for message in requests:
+            phase = message.WhichOneof("request")
+            if phase == "request_headers":
+                request = convert.to_request(message.request_headers)
+                answer = await self.router.handle(request)
+                if isinstance(answer, NeedBody):
+                    waiting = request
+                    yield convert.proceed(phase)
+                else:
+                    yield respond(answer, phase)
+            elif phase == "request_body" and waiting is not None and message.request_body.end_of_stream:
+                request, waiting = waiting.with_body(message.request_body.body), None
+                answer = await self.router.handle(request)
+                # NeedBody again cannot happen with a body; continuing is the safe reading of it.
+                yield respond(answer, phase) if not isinstance(answer, NeedBody) else convert.proceed(phase)
+            elif phase is not None:
+                yield convert.proceed(phase)
+
+
+def respond(outcome: Outcome, phase: str) -> ep.ProcessingResponse:
+    match outcome:
+        case Forward(region=region):
+            return convert.route_to(region, phase)
+        case Reply(status=status, body=body, headers=headers, reason=reason):
+            return convert.immediate(status, body, headers, f"silo_{reason}")
+        case Control():
+            return convert.proceed(phase)
+    raise AssertionError(outcome)  # pragma: no cover

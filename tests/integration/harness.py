@@ -1,0 +1,166 @@
+"""Real processes for integration tests: Envoy, the sidecar (``silo-router serve``), upstreams."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from sidecar import config
+from sidecar.config import Settings
+from sidecar.demo import UpstreamServer
+from sidecar.proxy import EnvoyProcess
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def edge_settings(tmp: Path, regions: Mapping[str, int], control: int, **overrides: Any) -> tuple[Settings, Path]:
+    """Settings on free ports, written to ``tmp/silo-router.yaml`` so a subprocess reads the same."""
+    raw: dict[str, Any] = {
+        "listen": f"127.0.0.1:{free_port()}",
+        "data_dir": str(tmp / "data"),
+        "control": {"address": f"127.0.0.1:{control}"},
+        "regions": {name: {"address": f"127.0.0.1:{port}"} for name, port in regions.items()},
+        "secrets": {"slack_signing_secret": "test-slack-secret"},
+        "envoy": {
+            "admin": f"127.0.0.1:{free_port()}",
+            "egress": f"127.0.0.1:{free_port()}",
+            "body_limit_bytes": 65536,
+        },
+        "sidecar": {"grpc": f"127.0.0.1:{free_port()}", "metrics": f"127.0.0.1:{free_port()}"},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    path = tmp / "silo-router.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return config.load(path, environ={}), path
+
+
+@dataclass
+class Sidecar:
+    """``silo-router serve`` as a child process, so a test can kill it like an operator would."""
+
+    config_path: Path
+    database_url: str
+    grpc_port: int
+    log_path: Path
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Sidecar:
+        env = {**os.environ, "DATABASE_URL": self.database_url, **self.extra_env}
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "sidecar", "serve", "--config", str(self.config_path)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for_port(self.grpc_port, self.process, self.log_path)
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} not open after {timeout_s}s:\n{log_path.read_text()[-4000:]}")
+
+
+@contextmanager
+def running_envoy(settings: Settings, tmp: Path) -> Iterator[EnvoyProcess]:
+    import asyncio
+
+    envoy = EnvoyProcess(settings, tmp / "envoy.yaml", tmp / "envoy.log")
+    envoy.start()
+    try:
+        asyncio.run(envoy.wait_ready())
+        yield envoy
+    finally:
+        envoy.stop()
+
+
+@dataclass
+class Edge:
+    settings: Settings
+    config_path: Path
+    upstreams: dict[str, UpstreamServer]
+    sidecar: Sidecar | None
+    envoy: EnvoyProcess
+    client: httpx.Client
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.listen}"
+
+    def post(self, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None) -> httpx.Response:
+        return self.client.post(self.url + path, content=body, headers=dict(headers or {}))
+
+    def clear(self) -> None:
+        for upstream in self.upstreams.values():
+            upstream.received.clear()
+
+    def receivers(self) -> list[str]:
+        """Names of the upstreams that received anything since ``clear``."""
+        return sorted(name for name, server in self.upstreams.items() if server.received)
+
+
+@contextmanager
+def running_edge(
+    tmp: Path, database_url: str | None, regions: tuple[str, ...] = ("de", "us"), **overrides: Any
+) -> Iterator[Edge]:
+    """Upstreams + sidecar (when ``database_url``) + Envoy, all real, on free ports."""
+    names = ("control", *regions)
+    upstreams = {name: UpstreamServer(name, "127.0.0.1", 0).start() for name in names}
+    ports = {name: server.server_address[1] for name, server in upstreams.items()}
+    control = ports.pop("control")
+    settings, path = edge_settings(tmp, ports, control, **overrides)
+    sidecar = None
+    try:
+        if database_url is not None:
+            sidecar = Sidecar(path, database_url, settings.sidecar.grpc.port, tmp / "sidecar.log").start()
+        with running_envoy(settings, tmp) as envoy, httpx.Client(timeout=10) as client:
+            yield Edge(settings, path, upstreams, sidecar, envoy, client)
+    finally:
+        if sidecar is not None:
+            sidecar.stop()
+        for server in upstreams.values():
+            server.stop()
