@@ -31,5 +31,8 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+providers-doc: $(STAMP)
+	$(BIN)/python -m sidecar.catalog README.md
+
 clean:
 	rm -rf $(VENV) .silo-router build *.egg-info

@@ -76,6 +76,13 @@ def _envoy_validate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _providers(args: argparse.Namespace, settings: Settings) -> int:
+    from sidecar import catalog
+
+    sys.stdout.write(catalog.FORMATS[args.format](catalog.rows()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="silo-router", description=__doc__)
     parser.add_argument("--version", action="version", version=f"silo-router {__version__}")
@@ -100,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     load = directory_commands.add_parser("load", parents=[common], help="upsert a YAML or JSON directory file")
     load.add_argument("file", type=Path)
     load.set_defaults(run=_directory_load)
+
+    providers = commands.add_parser("providers", parents=[common], help="the provider table, from the parsers")
+    providers.add_argument("--format", choices=["table", "markdown", "json"], default="table")
+    providers.set_defaults(run=_providers)
 
     envoy = commands.add_parser("envoy", help="the Envoy configuration")
     envoy_commands = envoy.add_subparsers(dest="envoy_command", required=True)

@@ -28,6 +28,9 @@ DIRECTORY = {
          "organizations": [{"id": 1, "status": "disabled"}]},
         {"id": 20, "provider": "slack", "external_id": "T0ACME", "status": "active", "organizations": [1]},
         {"id": 21, "provider": "slack", "external_id": "T0GLOBEX", "status": "active", "organizations": [2]},
+        {"id": 30, "provider": "discord", "external_id": "81384788765712384", "status": "active", "organizations": [2]},
+        {"id": 40, "provider": "jira", "external_id": "jira:acme-client-key", "status": "active", "organizations": [1],
+         "metadata": {"shared_secret": "jira-shared-secret-for-tests"}},
     ],
 }  # fmt: skip
 

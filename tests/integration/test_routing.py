@@ -163,3 +163,35 @@ def test_rendered_config_passes_envoy_validate(edge: Edge, tmp_path: Path) -> No
     from sidecar.xds.envoy_binary import validate
 
     validate(edge.envoy.config_path.read_text())
+
+
+def test_shed_rules_take_effect_without_a_restart(edge: Edge, edge_database: str) -> None:
+    import yaml
+
+    original = edge.config_path.read_text()
+    body, headers = github(4711)
+
+    def status_within(expected: int, seconds: float = 8) -> int:
+        deadline = time.monotonic() + seconds
+        status = 0
+        while time.monotonic() < deadline:
+            status = edge.post("/extensions/github/webhook/", body, headers).status_code
+            if status == expected:
+                break
+            time.sleep(0.25)
+        return status
+
+    try:
+        raw = yaml.safe_load(original)
+        raw["shed"] = [{"provider": "github", "integration_id": 10}]
+        edge.config_path.write_text(yaml.safe_dump(raw))
+        assert status_within(429) == 429
+        response = edge.post("/extensions/github/webhook/", body, headers)
+        assert (response.status_code, response.headers["retry-after"]) == (429, "60")
+        with psycopg.connect(edge_database, autocommit=True) as conn:
+            conn.execute("DELETE FROM webhook_payload")
+        # another integration of the same provider is not shed
+        assert edge.post("/extensions/github/webhook/", *github(4712)).status_code == 202
+    finally:
+        edge.config_path.write_text(original)
+    assert status_within(202) == 202
