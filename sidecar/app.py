@@ -18,8 +18,9 @@ from pathlib import Path
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from sidecar import config, db
+from sidecar import config, db, logs, metrics
 from sidecar.config import Settings
 from sidecar.core import Context
 from sidecar.demo import UpstreamServer
@@ -33,9 +34,11 @@ from sidecar.outbox.store import PostgresOutbox
 from sidecar.proxy import EnvoyProcess
 from sidecar.router import Router
 from sidecar.wire.servicer import ExternalProcessor
+from sidecar.xds.resources import EXT_PROC_SERVICE
 
 log = logging.getLogger(__name__)
 
+HEALTH_EVERY_S = 5.0
 GRACE_S = 10.0
 """SIGTERM: in-flight streams get this long to finish (Kubernetes' default grace is 30 s)."""
 RELOAD_EVERY_S = 2.0
@@ -74,6 +77,7 @@ class LiveSettings:
         except ConfigError as exc:
             log.error("config reload failed, keeping the previous settings: %s", exc)
             return False
+        logs.set_secrets(logs.secrets_of(self.current))
         log.info("config reloaded from %s", source)
         return True
 
@@ -86,10 +90,29 @@ async def _watch(live: LiveSettings, stop: asyncio.Event) -> None:
         live.reload_if_changed()
 
 
+async def _report_health(pool: db.Pool, status: health.aio.HealthServicer, stop: asyncio.Event) -> None:
+    """The ext_proc service is SERVING only while the database answers (readiness); the overall
+    service "" stays SERVING while the process runs (liveness): a database outage must make
+    Kubernetes stop sending traffic, not restart a sidecar that still serves cached routes."""
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    while not stop.is_set():
+        try:
+            async with asyncio.timeout(2), pool.connection() as conn:
+                await conn.execute("SELECT 1")
+            await status.set(EXT_PROC_SERVICE, serving)
+        except Exception as exc:  # any failure means "not ready"; the reason goes to the log
+            log.warning("database check failed: %s", exc.__class__.__name__)
+            await status.set(EXT_PROC_SERVICE, not_serving)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), HEALTH_EVERY_S)
+
+
 @contextlib.asynccontextmanager
 async def sidecar_server(settings: Settings, dsn: str, stop: asyncio.Event) -> AsyncIterator[grpc.aio.Server]:
     """The ext_proc gRPC server with its directory, outbox and background tasks, for one block."""
     s = settings.sidecar
+    metrics.initialise(regions=settings.region_names)
     pool = await db.open_pool(dsn, max_size=s.db_pool_max, timeout=s.db_connect_timeout_s)
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -98,6 +121,7 @@ async def sidecar_server(settings: Settings, dsn: str, stop: asyncio.Event) -> A
             max_entries=s.cache_size,
             ttl_s=s.cache_ttl_s,
             negative_ttl_s=s.negative_ttl_s,
+            observe=metrics.observe_cache,
         )
         live = LiveSettings(settings)
         tasks.append(asyncio.create_task(listen_for_changes(dsn, directory, stop)))
@@ -118,12 +142,18 @@ async def sidecar_server(settings: Settings, dsn: str, stop: asyncio.Event) -> A
             ]
         )
         ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(router), server)
+        status = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(status, server)
         server.add_insecure_port(str(s.grpc))
         await server.start()
+        await status.set("", health_pb2.HealthCheckResponse.SERVING)
+        tasks.append(asyncio.create_task(_report_health(pool, status, stop)))
         try:
             yield server
         finally:
-            # New streams are refused at once; in-flight ones get the grace period.
+            # Health first, so Envoy and Kubernetes stop sending; then new streams are refused at
+            # once and in-flight ones get the grace period.
+            await status.enter_graceful_shutdown()
             await server.stop(GRACE_S)
             await keys.aclose()
     finally:
@@ -145,9 +175,13 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     install_signal_handlers(stop)
     dsn = await asyncio.to_thread(db.database_url, settings)
-    async with sidecar_server(settings, dsn, stop):
-        log.info("sidecar listening on %s", settings.sidecar.grpc)
-        await stop.wait()
+    exporter = metrics.start_exporter(settings.sidecar.metrics)
+    try:
+        async with sidecar_server(settings, dsn, stop):
+            log.info("sidecar listening on %s, metrics on :%s", settings.sidecar.grpc, exporter.port)
+            await stop.wait()
+    finally:
+        exporter.stop()
 
 
 async def up(
@@ -170,6 +204,7 @@ async def up(
         announce(f"directory loaded from {directory_file}: {report}")
     upstreams = _start_demo_upstreams(settings) if demo_upstreams else []
     envoy = EnvoyProcess(settings, settings.data_dir / "envoy.yaml")
+    exporter = metrics.start_exporter(settings.sidecar.metrics)
     try:
         async with sidecar_server(settings, dsn, stop):
             envoy.start()
@@ -178,6 +213,7 @@ async def up(
             announce(f"sidecar:   {settings.sidecar.grpc} (gRPC ext_proc)")
             announce(f"envoy:     admin http://{settings.envoy.admin}/  egress http://{settings.envoy.egress}/")
             announce(f"database:  {db.redact(dsn)}")
+            announce(f"metrics:   http://{settings.sidecar.metrics}/metrics  (Envoy's: /stats/prometheus on admin)")
             for server in upstreams:
                 host, port = server.server_address[:2]
                 announce(f"upstream:  {server.name} on {host!s}:{port}")
@@ -185,6 +221,7 @@ async def up(
             await _wait_stop_or_exit(stop, envoy)
     finally:
         envoy.stop()
+        exporter.stop()
         for server in upstreams:
             server.stop()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -125,9 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from sidecar import logs
+
+    # Text on a terminal, JSON lines everywhere else (Kubernetes, CI): what a person or a collector reads.
+    logs.configure(getattr(args, "log_level", "INFO"), json=not sys.stderr.isatty())
     try:
         settings = config.load(args.config)
+        logs.set_secrets(logs.secrets_of(settings))
         run: Command = args.run
         return run(args, settings)
     except SiloError as exc:

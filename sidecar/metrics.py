@@ -201,6 +201,14 @@ def record_directory_error() -> None:
     DIRECTORY_ERRORS.inc()
 
 
+def observe_cache(event: str) -> None:
+    """The directory cache's hook: a hit, negative hit or miss, or an error of the database behind it."""
+    if event == "error":
+        record_directory_error()
+    else:
+        DIRECTORY_CACHE.labels(_one_of(event, CACHE_RESULTS)).inc()
+
+
 def record_stored(provider: str | None, regions: Iterable[str]) -> None:
     """After the commit: one copy per region."""
     label = provider_label(provider)

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
+from typing import Literal
 
+from sidecar import logs, metrics
 from sidecar.core import Context, Control, Decision, FetchKey, Forward, Lookup, NeedBody, Reply, Request, Store, plan
+from sidecar.core.classify import provider_of
 from sidecar.directory.base import Directory
 from sidecar.errors import SiloError
 from sidecar.keysource import KeySource
@@ -22,6 +26,8 @@ log = logging.getLogger(__name__)
 
 Outcome = Control | Forward | Reply
 """What is left once the effects are done: continue, route, or answer."""
+
+Phase = Literal["headers", "body"]
 
 MAX_EFFECTS = 8
 """A parser chains at most a key fetch and a lookup; more means a bug, not a slow directory."""
@@ -43,21 +49,33 @@ class Router:
         self.budget_s = budget_s
         """Answer within this, so Envoy's per-message timeout (a 504) never fires first."""
 
-    async def handle(self, req: Request) -> Outcome | NeedBody:
+    async def handle(self, req: Request, phase: Phase = "headers") -> Outcome | NeedBody:
+        """Decide and perform; always an answer, within the budget. Records the request metrics."""
+        started = time.perf_counter()
+        stored = False
         try:
             async with asyncio.timeout(self.budget_s):
                 decided = await self.decide(req)
                 if isinstance(decided, NeedBody):
+                    metrics.observe_phase(phase, time.perf_counter() - started)
                     return decided
-                return await self.perform(decided, req)
+                stored = isinstance(decided, Store) and bool(decided.regions)
+                outcome = await self.perform(decided, req)
         except SiloError as exc:
-            return failure(exc.status, exc.code, exc.retry_after)
+            outcome = self._failed(req, failure(exc.status, exc.code, exc.retry_after))
         except TimeoutError:
-            return failure(503, "budget_exceeded", 5)
+            outcome = self._failed(req, failure(503, "budget_exceeded", 5))
         except Exception:
             # A bug must still produce an answer: a stream without one would hang the request.
-            log.exception("unexpected error while routing %s", req.path)
-            return failure(500, "internal_error", None)
+            log.exception("unexpected error while routing", extra=logs.fields(**_ids(req)))
+            outcome = self._failed(req, failure(500, "internal_error", None))
+        _record(req, outcome, stored, phase, time.perf_counter() - started)
+        return outcome
+
+    def _failed(self, req: Request, answer: Reply) -> Reply:
+        metrics.record_error(answer.reason)
+        log.warning("answered %s", answer.status, extra=logs.fields(reason=answer.reason, **_ids(req)))
+        return answer
 
     async def decide(self, req: Request) -> Decision | NeedBody:
         """Run the core and its effects (no outbox write): also what ``explain`` shows."""
@@ -79,9 +97,27 @@ class Router:
         if not decision.regions:
             return Reply(decision.reply_status, "nothing_to_store")
         await self.outbox.enqueue(decision, req)  # raises OutboxUnavailable: 503, never 202
+        metrics.record_stored(decision.provider, decision.regions)
         return Reply(decision.reply_status, decision.reason, decision.reply_body, decision.reply_headers)
 
 
 def failure(status: int, code: str, retry_after: int | None) -> Reply:
     headers = (("retry-after", str(retry_after)),) if retry_after is not None else ()
     return Reply(status, code, headers=headers)
+
+
+def _ids(req: Request) -> dict[str, str | None]:
+    return {"request_id": req.header("x-request-id"), "provider": provider_of(req.path)}
+
+
+def _record(req: Request, outcome: Outcome, stored: bool, phase: Phase, seconds: float) -> None:
+    provider = provider_of(req.path)
+    match outcome:
+        case Control():
+            metrics.record_request(provider, "control", None, seconds, phase)
+        case Forward():
+            metrics.record_request(provider, "forward", None, seconds, phase)
+        case Reply(status=status, reason=reason):
+            metrics.record_request(provider, "store" if stored else "reply", status, seconds, phase)
+            if reason == "shed":
+                metrics.record_shed(provider)

@@ -45,3 +45,13 @@ def classify(path: str) -> Classification:
     if path.startswith(PLUGIN_PREFIX) and "plugins" in PROVIDERS:
         return PluginRoute(PROVIDERS["plugins"])
     return PassThrough("not_a_webhook_path")
+
+
+def provider_of(path: str) -> str | None:
+    """The provider slug a path belongs to (``plugins`` for plugin paths), for metric labels."""
+    match classify(path):
+        case IntegrationRoute(provider=provider):
+            return provider
+        case PluginRoute():
+            return "plugins"
+    return None

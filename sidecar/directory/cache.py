@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from sidecar.core.lookup import NOT_FOUND, LookupKey, Resolution
 from sidecar.directory.base import Directory
@@ -34,6 +35,13 @@ def _found(resolution: Resolution) -> bool:
     return resolution.integration is not None or bool(resolution.organizations)
 
 
+CacheEvent = Literal["hit", "negative_hit", "miss", "error"]
+
+
+def _ignore(event: CacheEvent) -> None:
+    pass
+
+
 class CachedDirectory:
     """``Directory`` that remembers the answers of ``inner``. Counters are plain attributes."""
 
@@ -44,7 +52,9 @@ class CachedDirectory:
         ttl_s: float = 60.0,
         negative_ttl_s: float = 10.0,
         clock: Clock = time.monotonic,
+        observe: Callable[[CacheEvent], None] | None = None,
     ) -> None:
+        """``observe`` is told every hit, negative hit, miss and error (the metrics hook)."""
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.inner = inner
@@ -52,6 +62,7 @@ class CachedDirectory:
         self.ttl_s = ttl_s
         self.negative_ttl_s = negative_ttl_s
         self._clock = clock
+        self._observe = observe or _ignore
         self._entries: OrderedDict[LookupKey, _Entry] = OrderedDict()
         self._inflight: dict[LookupKey, asyncio.Task[Resolution]] = {}
         self._generation = 0
@@ -88,6 +99,7 @@ class CachedDirectory:
         if cached is not None:
             return cached
         self.misses += 1
+        self._observe("miss")
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.ensure_future(self._fetch(key, self._generation))
@@ -107,8 +119,11 @@ class CachedDirectory:
             return None
         self._entries.move_to_end(key)
         self.hits += 1
-        if not _found(entry.resolution):
+        if _found(entry.resolution):
+            self._observe("hit")
+        else:
             self.negative_hits += 1
+            self._observe("negative_hit")
         return entry.resolution
 
     async def _fetch(self, key: LookupKey, generation: int) -> Resolution:
@@ -116,6 +131,7 @@ class CachedDirectory:
             resolution = await self.inner.resolve((key,))
         except Exception:
             self.errors += 1
+            self._observe("error")
             raise
         if generation == self._generation:
             self._store(key, resolution)

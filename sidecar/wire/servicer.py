@@ -29,7 +29,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc
             phase = message.WhichOneof("request")
             if phase == "request_headers":
                 request = convert.to_request(message.request_headers)
-                answer = await self.router.handle(request)
+                answer = await self.router.handle(request, "headers")
                 if isinstance(answer, NeedBody):
                     waiting = request
                     yield convert.proceed(phase)
@@ -37,7 +37,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc
                     yield respond(answer, phase)
             elif phase == "request_body" and waiting is not None and message.request_body.end_of_stream:
                 request, waiting = waiting.with_body(message.request_body.body), None
-                answer = await self.router.handle(request)
+                answer = await self.router.handle(request, "body")
                 # NeedBody again cannot happen with a body; continuing is the safe reading of it.
                 yield respond(answer, phase) if not isinstance(answer, NeedBody) else convert.proceed(phase)
             elif phase is not None:

@@ -34,7 +34,12 @@ with warnings.catch_warnings():
     import betterproto2
     from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType, ClusterDnsLookupFamily
     from envoy_data_plane.envoy.config.core.v3 import Address as SocketAddressWrapper
-    from envoy_data_plane.envoy.config.core.v3 import Http2ProtocolOptions, SocketAddress
+    from envoy_data_plane.envoy.config.core.v3 import (
+        HealthCheck,
+        HealthCheckGrpcHealthCheck,
+        Http2ProtocolOptions,
+        SocketAddress,
+    )
     from envoy_data_plane.envoy.config.endpoint.v3 import (
         ClusterLoadAssignment,
         Endpoint,
@@ -63,6 +68,8 @@ INTERNAL_HEADER_PREFIX: Final = "x-silo-"
 """Every client-sent header with this prefix is removed before routing (bootstrap.py)."""
 CONTROL_CLUSTER: Final = "control"
 SIDECAR_CLUSTER: Final = "sidecar"
+EXT_PROC_SERVICE: Final = "envoy.service.ext_proc.v3.ExternalProcessor"
+"""The gRPC health service name Envoy checks: SERVING only while the sidecar reaches its database."""
 
 UPSTREAM_CONNECT_TIMEOUT: Final = timedelta(seconds=2)
 """Control and regions may be another continent away: a few RTTs for TCP, plus headroom."""
@@ -159,9 +166,30 @@ def sidecar_cluster(settings: Settings) -> Cluster:
             http2_protocol_options=Http2ProtocolOptions(max_concurrent_streams=SIDECAR_MAX_CONCURRENT_STREAMS)
         )
     )
-    cluster = _cluster(SIDECAR_CLUSTER, settings.sidecar.grpc, SIDECAR_CONNECT_TIMEOUT)
+    cluster = _cluster(SIDECAR_CLUSTER, _dialable(settings.sidecar.grpc), SIDECAR_CONNECT_TIMEOUT)
     cluster.typed_extension_protocol_options = {HTTP_PROTOCOL_OPTIONS_KEY: pack(http2)}
+    # The sidecar reports NOT_SERVING for the ext_proc service while its database is down. With
+    # one endpoint Envoy still sends (panic routing), which is right: cached routes keep working;
+    # with several, Envoy prefers the ones that can reach the database.
+    cluster.health_checks = [
+        HealthCheck(
+            timeout=timedelta(seconds=1),
+            interval=timedelta(seconds=5),
+            unhealthy_threshold=2,
+            healthy_threshold=1,
+            grpc_health_check=HealthCheckGrpcHealthCheck(service_name=EXT_PROC_SERVICE),
+        )
+    ]
     return cluster
+
+
+def _dialable(address: Address) -> Address:
+    """The sidecar binds every interface in a pod (so the kubelet can probe it); Envoy, beside it,
+    dials loopback."""
+    host = _host(address)
+    if host in ("0.0.0.0", "::"):
+        return Address("127.0.0.1" if host == "0.0.0.0" else "::1", address.port)
+    return address
 
 
 def socket_address(address: Address) -> SocketAddressWrapper:

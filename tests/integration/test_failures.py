@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
 from harness import running_edge
-from test_routing import github, slack_event
+from test_routing import github, health_of, slack_event
 
 pytestmark = [pytest.mark.db, pytest.mark.envoy]
+
+EXT_PROC = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 
 def test_sidecar_down_fail_closed_answers_503_on_webhook_paths(tmp_path: Path) -> None:
@@ -66,3 +69,9 @@ def test_database_down_gives_503_with_retry_after_never_202(
         # a cached synchronous route still works while the database is down
         edge.clear()
         assert edge.post("/extensions/slack/event/", *slack_event("T0ACME")).json()["upstream"] == "us"
+        # readiness follows the database; liveness does not (a restart would lose the cache)
+        deadline = time.monotonic() + 15
+        while health_of(edge, EXT_PROC) != "NOT_SERVING" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert health_of(edge, EXT_PROC) == "NOT_SERVING"
+        assert health_of(edge, "") == "SERVING"

@@ -195,3 +195,40 @@ def test_shed_rules_take_effect_without_a_restart(edge: Edge, edge_database: str
     finally:
         edge.config_path.write_text(original)
     assert status_within(202) == 202
+
+
+def test_a_running_sidecar_exports_every_documented_metric(edge: Edge) -> None:
+    from prometheus_client.metrics import MetricWrapperBase
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from sidecar import metrics
+
+    assert edge.post("/extensions/github/webhook/", *github(4711)).status_code == 202
+    assert edge.post("/extensions/github/nope/", b"{}").status_code == 404
+    scraped = edge.client.get(f"http://{edge.settings.sidecar.metrics}/metrics").text
+    families = {family.name: family for family in text_string_to_metric_families(scraped)}
+    documented = {m._name for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)}
+    assert documented <= set(families), documented - set(families)
+    samples = {
+        (s.labels.get("provider"), s.labels.get("decision"), s.labels.get("status")): s.value
+        for s in families["silo_router_requests"].samples
+        if s.name == "silo_router_requests_total"
+    }
+    assert samples[("github", "store", "202")] >= 1
+    assert samples[("github", "reply", "404")] >= 1
+    stored = [s for s in families["silo_router_outbox_stored"].samples if s.name.endswith("_total")]
+    assert any(s.labels == {"provider": "github", "region": "us"} and s.value >= 1 for s in stored)
+
+
+def test_grpc_health_reports_serving(edge: Edge) -> None:
+    assert health_of(edge, "") == "SERVING"
+    assert health_of(edge, "envoy.service.ext_proc.v3.ExternalProcessor") == "SERVING"
+
+
+def health_of(edge: Edge, service: str) -> str:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(str(edge.settings.sidecar.grpc)) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
