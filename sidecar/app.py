@@ -202,7 +202,7 @@ async def up(
     if directory_file is not None:
         report = await load_directory(dsn, read_directory_file(directory_file))
         announce(f"directory loaded from {directory_file}: {report}")
-    upstreams = _start_demo_upstreams(settings) if demo_upstreams else []
+    upstreams = _start_demo_upstreams(settings, announce) if demo_upstreams else []
     envoy = EnvoyProcess(settings, settings.data_dir / "envoy.yaml")
     exporter = metrics.start_exporter(settings.sidecar.metrics)
     try:
@@ -235,6 +235,10 @@ async def _wait_stop_or_exit(stop: asyncio.Event, envoy: EnvoyProcess) -> None:
             stop.set()
 
 
-def _start_demo_upstreams(settings: Settings) -> list[UpstreamServer]:
+def _start_demo_upstreams(settings: Settings, announce: Callable[[str], None]) -> list[UpstreamServer]:
+    """Tiny upstreams that say what reached them, so the demo shows where each webhook landed."""
     targets = {"control": settings.control, **settings.regions}
-    return [UpstreamServer(name, address.host, address.port).start() for name, address in targets.items()]
+    return [
+        UpstreamServer(name, address.host, address.port, announce=announce).start()
+        for name, address in targets.items()
+    ]

@@ -7,6 +7,7 @@ import hashlib
 import json
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -56,9 +57,12 @@ class UpstreamServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # the default 5 drops connections under load (envoy-notes §5)
 
-    def __init__(self, name: str, host: str, port: int, keep: int = 10_000) -> None:
+    def __init__(
+        self, name: str, host: str, port: int, keep: int = 10_000, announce: Callable[[str], None] | None = None
+    ) -> None:
         super().__init__((host, port), _Handler)
         self.name = name
+        self.announce = announce
         self.status = 200
         self.received: deque[Received] = deque(maxlen=keep)
         self._lock = threading.Lock()
@@ -67,6 +71,8 @@ class UpstreamServer(ThreadingHTTPServer):
     def record(self, received: Received) -> None:
         with self._lock:
             self.received.append(received)
+        if self.announce is not None:
+            self.announce(f"{self.name:>8} ← {received.method} {received.target} ({len(received.body)} bytes)")
 
     def start(self) -> UpstreamServer:
         self._thread = threading.Thread(target=self.serve_forever, name=f"upstream-{self.name}", daemon=True)
