@@ -97,3 +97,8 @@ def id_text(value: Any) -> str | None:
     if isinstance(value, str) and value:
         return value
     return None
+
+
+def int_or_none(value: Any) -> int | None:
+    """A JSON integer (never a bool, which Python counts as an int), else None: bucket keys."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -39,6 +39,10 @@ class View:
         return self.handler is None
 
 
+SEARCH = View("search", r"search/(?P<organization>[^/]+)/(?P<integration_id>[^/]+)/")
+"""The control-only search view most providers mount (``search/<organization>/<integration_id>/``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ViewMatch:
     view: View

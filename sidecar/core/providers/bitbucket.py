@@ -18,7 +18,7 @@ from sidecar.core.context import Context
 from sidecar.core.decision import Control, Decision, Lookup, Step, Store
 from sidecar.core.lookup import ByOrganization, Resolution
 from sidecar.core.mailbox import Mailbox
-from sidecar.core.providers._spec import Handler, ProviderSpec, View
+from sidecar.core.providers._spec import SEARCH, Handler, ProviderSpec, View
 from sidecar.core.request import Request
 
 MAX_ORGANIZATION_ID = 2**63 - 1
@@ -73,7 +73,7 @@ SPEC = ProviderSpec(
         View("descriptor", r"descriptor/"),
         View("installed", r"installed/"),
         View("uninstalled", r"uninstalled/"),
-        View("search", r"search/(?P<organization>[^/]+)/(?P<integration_id>[^/]+)/"),
+        SEARCH,
     ),
     id_source="path `organizations/<organization_id>/webhook/` → organization mapping",
     delivery="async: mailbox `bitbucket:<organization_id>`, the organization's one region",

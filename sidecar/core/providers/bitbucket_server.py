@@ -6,7 +6,7 @@ region's endpoint uses it). Mailbox ``bitbucket_server:<organization_id>``.
 
 from __future__ import annotations
 
-from sidecar.core.providers._spec import ProviderSpec, View
+from sidecar.core.providers._spec import SEARCH, ProviderSpec, View
 from sidecar.core.providers.bitbucket import ORGANIZATION, organization_webhook
 
 SPEC = ProviderSpec(
@@ -18,7 +18,7 @@ SPEC = ProviderSpec(
             organization_webhook("bitbucket_server"),
             needs_body=True,
         ),
-        View("search", r"search/(?P<organization>[^/]+)/(?P<integration_id>[^/]+)/"),
+        SEARCH,
     ),
     id_source="path `organizations/<organization_id>/webhook/<integration_id>/` → organization mapping",
     delivery="async: mailbox `bitbucket_server:<organization_id>`, the organization's one region",

@@ -18,8 +18,8 @@ from sidecar.core.context import Context
 from sidecar.core.decision import Control, Decision, Lookup, Step, Store
 from sidecar.core.lookup import ByIntegrationId, ByOrganization, Resolution
 from sidecar.core.mailbox import Mailbox
-from sidecar.core.providers._spec import MISSING_INTEGRATION, ProviderSpec, View
-from sidecar.core.request import Request, dig
+from sidecar.core.providers._spec import MISSING_INTEGRATION, SEARCH, ProviderSpec, View
+from sidecar.core.request import Request, dig, int_or_none
 
 
 def path_id(text: str) -> int | None:
@@ -62,7 +62,7 @@ def _webhook(req: Request, params: Mapping[str, str], ctx: Context) -> Step:
         mailbox = Mailbox(
             "gitea",
             str(integration.id),
-            bucket_key=repo_id if isinstance(repo_id, int) and not isinstance(repo_id, bool) else None,
+            bucket_key=int_or_none(repo_id),
         )
         return Store("gitea", (region,), mailbox, integration.id, "stored")
 
@@ -78,7 +78,7 @@ SPEC = ProviderSpec(
             _webhook,
             needs_body=True,
         ),
-        View("search", r"search/(?P<organization>[^/]+)/(?P<integration_id>[^/]+)/"),
+        SEARCH,
     ),
     id_source="path `organizations/<org id>/webhook/<integration id>/`",
     delivery="async to the organization's region: mailbox `gitea:<integration>[:<repository.id % 100>]`",

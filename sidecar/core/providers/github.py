@@ -14,8 +14,8 @@ from sidecar.core.context import Context
 from sidecar.core.decision import Control, Decision, Reply, Step
 from sidecar.core.lookup import ByExternalId, Integration, Resolution
 from sidecar.core.mailbox import Mailbox
-from sidecar.core.providers._spec import ProviderSpec, View, identify, store_all
-from sidecar.core.request import Request, dig, id_text
+from sidecar.core.providers._spec import SEARCH, ProviderSpec, View, identify, store_all
+from sidecar.core.request import Request, dig, id_text, int_or_none
 
 PROCESSED_EVENTS = frozenset(
     {
@@ -96,7 +96,7 @@ def webhook_handler(provider: str, external_id_of: ExternalIdOf) -> Callable[...
             mailbox = Mailbox(
                 provider,
                 str(integration.id),
-                bucket_key=repo_id if isinstance(repo_id, int) and not isinstance(repo_id, bool) else None,
+                bucket_key=int_or_none(repo_id),
                 event_type=event if event in PROCESSED_EVENTS else None,
                 always_bucket=True,
             )
@@ -112,7 +112,7 @@ SPEC = ProviderSpec(
     views=(
         View("webhook", r"webhook/", webhook_handler("github", _installation_id), needs_body=True),
         View("installation", r"installation/(?P<installation_id>[^/]+)/"),
-        View("search", r"search/(?P<organization>[^/]+)/(?P<integration_id>[^/]+)/"),
+        SEARCH,
     ),
     id_source="JSON `installation.id`",
     delivery="async: mailbox `github:<integration>:<repo % 100>:<event>`; unprocessed events 202",

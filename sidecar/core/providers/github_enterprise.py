@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sidecar.core.providers._spec import ProviderSpec, View
+from sidecar.core.providers._spec import SEARCH, ProviderSpec, View
 from sidecar.core.providers.github import webhook_handler
 from sidecar.core.request import Request, dig, id_text
 
@@ -28,7 +28,7 @@ SPEC = ProviderSpec(
         View("webhook", r"webhook/", _handler, needs_body=True),
         View("webhook-github-com", r"webhook/(?P<github_com>github-com)/", _handler, needs_body=True),
         View("installation", r"installation/(?P<installation_id>[^/]+)/"),
-        View("search", r"search/(?P<organization>[^/]+)/(?P<integration_id>[^/]+)/"),
+        SEARCH,
     ),
     id_source="header `X-GitHub-Enterprise-Host` + JSON `installation.id` (`host:id`)",
     delivery="async: mailbox `github_enterprise:<integration>:<repo % 100>:<event>`",

@@ -13,8 +13,8 @@ from sidecar.core.context import Context
 from sidecar.core.decision import Decision, Reply, Step
 from sidecar.core.lookup import ByExternalId, Integration, Resolution
 from sidecar.core.mailbox import Mailbox
-from sidecar.core.providers._spec import ProviderSpec, View, identify, store_all
-from sidecar.core.request import Request, dig
+from sidecar.core.providers._spec import SEARCH, ProviderSpec, View, identify, store_all
+from sidecar.core.request import Request, dig, int_or_none
 
 TOKEN_HEADER = "x-gitlab-token"
 
@@ -78,7 +78,7 @@ def _webhook(req: Request, params: Mapping[str, str], ctx: Context) -> Step:
         mailbox = Mailbox(
             "gitlab",
             str(integration.id),
-            bucket_key=project_id if isinstance(project_id, int) and not isinstance(project_id, bool) else None,
+            bucket_key=int_or_none(project_id),
             event_type=kind if isinstance(kind, str) and kind in EVENT_KINDS else None,
         )
         return store_all("gitlab", integration, resolution, mailbox)
@@ -90,7 +90,7 @@ SPEC = ProviderSpec(
     name="gitlab",
     views=(
         View("webhook", r"webhook/", _webhook, needs_body=True),
-        View("search", r"search/(?P<organization>[^/]+)/(?P<integration_id>[^/]+)/"),
+        SEARCH,
     ),
     id_source="header `X-Gitlab-Token` = `instance:group:secret` → `instance:group`",
     delivery="async: mailbox `gitlab:<integration>[:<project % 100>][:<object_kind>]`",

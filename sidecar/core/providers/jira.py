@@ -18,8 +18,8 @@ from sidecar.core.context import Context
 from sidecar.core.decision import Control, Decision, FetchKey, Forward, Lookup, Reply, Step
 from sidecar.core.lookup import ByExternalId, Integration, Resolution
 from sidecar.core.mailbox import Mailbox
-from sidecar.core.providers._spec import Handler, OnFound, ProviderSpec, View, identify, store_all
-from sidecar.core.request import Request, dig
+from sidecar.core.providers._spec import SEARCH, Handler, OnFound, ProviderSpec, View, identify, store_all
+from sidecar.core.request import Request, dig, int_or_none
 
 KEY_SOURCE = "atlassian_connect"
 BUCKET_COUNT = 10
@@ -44,8 +44,8 @@ def token_of(req: Request) -> str | None:
 def numeric_id(value: Any) -> int | None:
     """An id sent as a JSON number or as a decimal string (Jira sends ``issue.id`` as ``"10002"``).
     Bounded: Python refuses to parse very long digit strings, and a bucket key needs no more."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
+    if (number := int_or_none(value)) is not None:
+        return number
     if isinstance(value, str) and 0 < len(value) <= 19 and value.isascii() and value.isdigit():
         return int(value)
     return None
@@ -130,7 +130,7 @@ SPEC = ProviderSpec(
         View("installed", r"installed/"),
         View("uninstalled", r"uninstalled/"),
         View("issue-updated", r"issue-updated/", authenticated(_issue_updated), needs_body=True),
-        View("search", r"search/(?P<organization>[^/]+)/(?P<integration_id>[^/]+)/"),
+        SEARCH,
         View("configure", r"configure/"),
         View("issue", r"issue/(?P<issue_key>[^/]+)/", authenticated(_issue_glance)),
         View("issue-details", r"issue-details/(?P<issue_key>[^/]+)/"),

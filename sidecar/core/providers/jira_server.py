@@ -16,7 +16,7 @@ from sidecar.core.context import Context
 from sidecar.core.decision import Decision, Lookup, Reply, Step
 from sidecar.core.lookup import ByExternalId, Integration, Resolution
 from sidecar.core.mailbox import Mailbox
-from sidecar.core.providers._spec import ProviderSpec, View, identify, store_all
+from sidecar.core.providers._spec import SEARCH, ProviderSpec, View, identify, store_all
 from sidecar.core.providers.jira import numeric_id
 from sidecar.core.request import Request, dig, id_text
 
@@ -59,7 +59,7 @@ SPEC = ProviderSpec(
     name="jira_server",
     views=(
         View("issue-updated", r"issue-updated/(?P<token>[^/]+)/", _issue_updated, needs_body=True),
-        View("search", r"search/(?P<organization>[^/]+)/(?P<integration_id>[^/]+)/"),
+        SEARCH,
     ),
     id_source="JWT in the path (`issue-updated/<token>/`), claim `id`, verified with the webhook secret",
     delivery="async: mailbox `jira_server:<integration>[:<issue.id % 100>]`; no changelog → 200",

@@ -12,8 +12,8 @@ from sidecar.core.context import Context
 from sidecar.core.decision import Decision, Step
 from sidecar.core.lookup import ByExternalId, Integration, Resolution
 from sidecar.core.mailbox import Mailbox
-from sidecar.core.providers._spec import MISSING_INTEGRATION, ProviderSpec, View, identify, store_all
-from sidecar.core.request import Request, dig, id_text
+from sidecar.core.providers._spec import MISSING_INTEGRATION, SEARCH, ProviderSpec, View, identify, store_all
+from sidecar.core.request import Request, dig, id_text, int_or_none
 
 BUCKET_COUNT = 10
 """VSTS mailboxes get 10 buckets, not 100 (reference §2.6 [L])."""
@@ -30,7 +30,7 @@ def _work_item_updated(req: Request, params: Mapping[str, str], ctx: Context) ->
         mailbox = Mailbox(
             "vsts",
             str(integration.id),
-            bucket_key=work_item if isinstance(work_item, int) and not isinstance(work_item, bool) else None,
+            bucket_key=int_or_none(work_item),
             bucket_count=BUCKET_COUNT,
         )
         return store_all("vsts", integration, resolution, mailbox)
@@ -42,7 +42,7 @@ SPEC = ProviderSpec(
     name="vsts",
     views=(
         View("issue-updated", r"issue-updated/", _work_item_updated, needs_body=True),
-        View("search", r"search/(?P<organization>[^/]+)/(?P<integration_id>[^/]+)/"),
+        SEARCH,
         View("configure", r"configure/"),
     ),
     id_source="JSON `resourceContainers.collection.id`",
