@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint typecheck check bench faults clean providers-doc
 
-$(STAMP): pyproject.toml
+# setup.py compiles protos/ into sidecar/protos/ during the install: a changed proto reinstalls.
+$(STAMP): pyproject.toml setup.py $(shell find protos -name '*.proto')
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -29,7 +30,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
+		{ echo "make bench needs wrk: apt-get install wrk"; exit 1; }
+	@$(BIN)/python -c "import matplotlib, uvloop" 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 providers-doc: $(STAMP)
 	$(BIN)/python -m sidecar.catalog README.md

@@ -20,7 +20,7 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from sidecar import config, db, logs, metrics
+from sidecar import admin, config, db, logs, metrics
 from sidecar.config import Settings
 from sidecar.core import Context
 from sidecar.demo import UpstreamServer
@@ -30,10 +30,13 @@ from sidecar.directory.loader import load_directory, read_directory_file
 from sidecar.directory.postgres import PostgresDirectory
 from sidecar.errors import ConfigError
 from sidecar.keysource import HttpKeySource
-from sidecar.outbox.store import PostgresOutbox
+from sidecar.outbox.batching import BatchingOutbox
+from sidecar.outbox.runner import run_delivery
 from sidecar.proxy import EnvoyProcess
 from sidecar.router import Router
+from sidecar.wire import server as wire_server
 from sidecar.wire.servicer import ExternalProcessor
+from sidecar.xds.ads import Invalidations, open_xds
 from sidecar.xds.resources import EXT_PROC_SERVICE
 
 log = logging.getLogger(__name__)
@@ -51,12 +54,13 @@ class LiveSettings:
 
     current: Settings
     _mtime: float = field(default=0.0)
+    regions: Callable[[], frozenset[str]] | None = None
+    """xds mode: the regions Envoy routes (``ControlPlane.known_regions``), not the file's."""
 
     def context(self) -> Context:
         s = self.current
-        return Context(
-            now=time.time(), secrets=s.secrets, regions=s.region_names, shed=s.shed, jira_audience=s.public_url
-        )
+        regions = s.region_names if self.regions is None else self.regions()
+        return Context(now=time.time(), secrets=s.secrets, regions=regions, shed=s.shed, jira_audience=s.public_url)
 
     def reload_if_changed(self) -> bool:
         source = self.current.source
@@ -123,27 +127,30 @@ async def sidecar_server(settings: Settings, dsn: str, stop: asyncio.Event) -> A
             negative_ttl_s=s.negative_ttl_s,
             observe=metrics.observe_cache,
         )
-        live = LiveSettings(settings)
-        tasks.append(asyncio.create_task(listen_for_changes(dsn, directory, stop)))
+        # xds mode: Envoy's regions come from the region table over ADS, and so do the core's.
+        xds = await open_xds(settings, pool) if settings.envoy.mode == "xds" else None
+        live = LiveSettings(settings, regions=xds.plane.known_regions if xds else None)
+        changes = directory if xds is None else Invalidations((directory, xds.feed))
+        tasks.append(asyncio.create_task(listen_for_changes(dsn, changes, stop)))
+        if xds is not None:
+            tasks.append(asyncio.create_task(xds.feed.run(stop)))
         tasks.append(asyncio.create_task(_watch(live, stop)))
         keys = HttpKeySource.from_settings(settings)
         router = Router(
             directory,
-            PostgresOutbox(pool),
+            BatchingOutbox(pool),  # group commit: concurrent webhooks share one transaction
             live.context,
             keys=keys,
             budget_s=max(0.2, settings.envoy.message_timeout_ms / 1000 * 0.8),
         )
-        server = grpc.aio.server(
-            options=[
-                ("grpc.so_reuseport", 1),
-                # BUFFERED bodies arrive in one message: the default 4 MiB cap would fail them with 500.
-                ("grpc.max_receive_message_length", settings.envoy.body_limit_bytes + (1 << 20)),
-            ]
-        )
+        # Options shared with the no-op floor (wire/server.py), so benchmarks compare routing only.
+        server = wire_server.new_server(settings.envoy.body_limit_bytes + (1 << 20))
         ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(router), server)
         status = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(status, server)
+        if xds is not None:
+            xds.register(server)
+        admin.register(server, router, pool)  # Explain and the outbox calls (silo_router.admin.v1)
         server.add_insecure_port(str(s.grpc))
         await server.start()
         await status.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -154,6 +161,8 @@ async def sidecar_server(settings: Settings, dsn: str, stop: asyncio.Event) -> A
             # Health first, so Envoy and Kubernetes stop sending; then new streams are refused at
             # once and in-flight ones get the grace period.
             await status.enter_graceful_shutdown()
+            if xds is not None:
+                xds.plane.close()  # ADS streams never end by themselves: they would hold the whole grace
             await server.stop(GRACE_S)
             await keys.aclose()
     finally:
@@ -209,6 +218,8 @@ async def up(
         async with sidecar_server(settings, dsn, stop):
             envoy.start()
             await envoy.wait_ready()
+            # After Envoy is ready: the worker sends through its egress listener.
+            delivery = asyncio.create_task(run_delivery(settings, dsn, stop), name="delivery")
             announce(f"webhooks:  http://{settings.listen}/extensions/<provider>/…")
             announce(f"sidecar:   {settings.sidecar.grpc} (gRPC ext_proc)")
             announce(f"envoy:     admin http://{settings.envoy.admin}/  egress http://{settings.envoy.egress}/")
@@ -219,6 +230,8 @@ async def up(
                 announce(f"upstream:  {server.name} on {host!s}:{port}")
             announce("ready; Ctrl-C stops everything")
             await _wait_stop_or_exit(stop, envoy)
+            await asyncio.wait([delivery], timeout=GRACE_S)  # sends in flight finish, then give up
+            delivery.cancel()
     finally:
         envoy.stop()
         exporter.stop()

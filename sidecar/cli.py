@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from sidecar import __version__, config
 from sidecar.config import Settings
 from sidecar.errors import SiloError
 
 Command = Callable[[argparse.Namespace, Settings], int]
+T = TypeVar("T")
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
@@ -55,6 +57,59 @@ def _directory_load(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _region_add(args: argparse.Namespace, settings: Settings) -> int:
+    from sidecar.regions import add_region, region_row
+
+    region_row(args.name, args.address)  # refuse a typo before starting or reaching any database
+    outcome = asyncio.run(_with_database(settings, lambda dsn: add_region(dsn, args.name, args.address)))
+    print(f"region {args.name} at {args.address}: {outcome}")
+    _warn_if_static(settings)
+    _warn_if_in_file(settings, args.name)
+    return 0
+
+
+def _region_remove(args: argparse.Namespace, settings: Settings) -> int:
+    from sidecar.regions import remove_region
+
+    removed, mapped = asyncio.run(_with_database(settings, lambda dsn: remove_region(dsn, args.name)))
+    if not removed:
+        print(f"silo-router: no region {args.name}", file=sys.stderr)
+        return 1
+    print(f"region {args.name}: removed")
+    if mapped:
+        print(f"warning: {mapped} organization(s) still map to {args.name}: their webhooks get the unknown-region 500")
+    _warn_if_static(settings)
+    _warn_if_in_file(settings, args.name)
+    return 0
+
+
+def _region_list(args: argparse.Namespace, settings: Settings) -> int:
+    from sidecar.regions import list_regions
+
+    for row in asyncio.run(_with_database(settings, list_regions)):
+        print(f"{row.name}\t{row.address or '-'}")
+    return 0
+
+
+async def _with_database(settings: Settings, action: Callable[[str], Awaitable[T]]) -> T:
+    from sidecar import db
+
+    dsn = await asyncio.to_thread(db.database_url, settings)
+    await db.migrate(dsn)
+    return await action(dsn)
+
+
+def _warn_if_static(settings: Settings) -> None:
+    if settings.envoy.mode != "xds":
+        print("note: envoy.mode is static: Envoy routes the settings file's regions, not this table", file=sys.stderr)
+
+
+def _warn_if_in_file(settings: Settings, name: str) -> None:
+    if name in settings.regions:
+        # xds mode seeds the table from the file at every start: the file would undo this change.
+        print(f"note: {name} is also in {settings.source}: a restart seeds it from there again", file=sys.stderr)
+
+
 def _envoy_render(args: argparse.Namespace, settings: Settings) -> int:
     from sidecar.xds.bootstrap import render_yaml
 
@@ -79,6 +134,17 @@ def _providers(args: argparse.Namespace, settings: Settings) -> int:
     from sidecar import catalog
 
     sys.stdout.write(catalog.FORMATS[args.format](catalog.rows()))
+    return 0
+
+
+def _explain(args: argparse.Namespace, settings: Settings) -> int:
+    from sidecar import explain
+
+    request = explain.read_request(args.file)
+    if settings.source is None:
+        print("silo-router: no settings file: no regions, secrets or shed rules are known", file=sys.stderr)
+    result = asyncio.run(explain.explain_with_settings(settings, request, offline=args.offline))
+    sys.stdout.write(explain.format_explanation(result, args.format))
     return 0
 
 
@@ -111,6 +177,25 @@ def build_parser() -> argparse.ArgumentParser:
     providers.add_argument("--format", choices=["table", "markdown", "json"], default="table")
     providers.set_defaults(run=_providers)
 
+    explain = commands.add_parser("explain", parents=[common], help="where a raw HTTP request would go, and why")
+    explain.add_argument("file", nargs="?", default="-", help="the raw request (curl --trace output too); - is stdin")
+    explain.add_argument("--format", choices=["text", "json"], default="text")
+    explain.add_argument("--offline", type=Path, metavar="DIRECTORY_FILE", help="use this directory file, no database")
+    explain.set_defaults(run=_explain)
+
+    region = commands.add_parser("region", help="the region table (envoy.mode: xds routes by it, live)")
+    region_commands = region.add_subparsers(dest="region_command", required=True)
+    add = region_commands.add_parser("add", parents=[common], help="add a region, or move it to a new address")
+    add.add_argument("name")
+    add.add_argument("address", help="host:port of the region's upstream")
+    add.set_defaults(run=_region_add)
+    remove = region_commands.add_parser("remove", parents=[common], help="remove a region; its traffic drains")
+    remove.add_argument("name")
+    remove.set_defaults(run=_region_remove)
+    region_commands.add_parser("list", parents=[common], help="the regions and their addresses").set_defaults(
+        run=_region_list
+    )
+
     envoy = commands.add_parser("envoy", help="the Envoy configuration")
     envoy_commands = envoy.add_subparsers(dest="envoy_command", required=True)
     render = envoy_commands.add_parser("render", parents=[common], help="print the Envoy bootstrap")
@@ -119,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = envoy_commands.add_parser("validate", parents=[common], help="envoy --mode validate the config")
     check.add_argument("file", nargs="?", help="a config file (default: the rendered one)")
     check.set_defaults(run=_envoy_validate)
+
+    from sidecar.outbox import commands as outbox_commands
+
+    outbox_commands.register(commands, common)
     return parser
 
 

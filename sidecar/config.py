@@ -7,10 +7,11 @@ Secrets may come from the environment (``SILO_ROUTER_SLACK_SIGNING_SECRET``…) 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeAlias, get_args
 
 import yaml
 
@@ -18,6 +19,7 @@ from sidecar.core.context import Secrets, ShedRule
 from sidecar.errors import ConfigError
 
 DEFAULT_CONFIG = "silo-router.yaml"
+_REGION_NAME = re.compile(r"[A-Za-z0-9_-]+")
 ENV_PREFIX = "SILO_ROUTER_"
 SECRET_NAMES = (
     "slack_signing_secret",
@@ -26,6 +28,8 @@ SECRET_NAMES = (
     "slack_staging_verification_token",
     "discord_public_key",
 )
+EnvoyMode: TypeAlias = Literal["static", "xds"]
+ENVOY_MODES: tuple[EnvoyMode, ...] = get_args(EnvoyMode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,10 @@ class EnvoySettings:
     admin: Address = field(default_factory=lambda: Address("127.0.0.1", 9901))
     egress: Address = field(default_factory=lambda: Address("127.0.0.1", 8081))
     concurrency: int = 1
+    mode: EnvoyMode = "static"
+    """``static``: every region rendered into the bootstrap (edit, re-render, restart). ``xds``: the
+    bootstrap holds listeners, control and the sidecar; region clusters and the webhook routes come
+    from the sidecar over ADS, built from the ``region`` table (``silo-router region add``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +77,52 @@ class SidecarSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """The delivery worker (``silo-router deliver``). Defaults are Sentry's numbers (reference §5)."""
+
+    workers: int = 1
+    """Concurrent drains per ``deliver`` process (``--workers`` overrides)."""
+    poll_interval_s: float = 1.0
+    """How long an idle worker waits before looking for due rows again."""
+    batch_size: int = 300
+    """Rows claimed from one queue's head at once (Sentry's MAX_MAILBOX_DRAIN)."""
+    parallel_threshold: int = 60
+    """A claim of at least this many rows is drained ``parallel_width`` at a time, order within a
+    window not kept (Sentry: 300 / 5). 0 turns the parallel drain off."""
+    parallel_width: int = 4
+    lease_s: float = 60.0
+    """A claim expires this long after it was taken or renewed: a killed worker's rows go to another."""
+    timeout_s: float = 12.0
+    """Connect and read timeout of one delivery; a send is abandoned after 2 × this + 2 s."""
+    max_attempts: int = 10
+    backoff_base_s: float = 180.0
+    backoff_rate: float = 1.4
+    backoff_max_s: float = 3600.0
+    max_age_s: float = 3 * 86400.0
+    drop_statuses: frozenset[int] = frozenset({400, 401, 403, 404, 409})
+    retry_after_statuses: frozenset[int] = frozenset({429, 503})
+    retry_after_max_s: float = 3600.0
+    """A region's Retry-After is honoured up to this long."""
+    retention_s: float = 86400.0
+    """Delivered rows are kept this long, then purged; 0 deletes them on delivery."""
+    egress_retry_s: float = 5.0
+    """Pause after the Envoy egress listener refused a connection (no attempt is counted)."""
+    discord_base_url: str = "https://discord.com"
+    slack_response_hosts: tuple[str, ...] = ("hooks.slack.com",)
+    """Hosts (https) or origins (``http://127.0.0.1:8125``) a Slack ``response_url`` may point at."""
+    followup_max_attempts: int = 3
+    followup_retry_s: float = 5.0
+    followup_max_age_s: float = 1800.0
+    """Slack's response_url lives 30 minutes (Discord's token 15): later follow-ups are dead letters."""
+    response_limit_bytes: int = 1_048_576
+    """The largest region answer kept for a follow-up."""
+
+    @property
+    def send_deadline_s(self) -> float:
+        return 2 * self.timeout_s + 2
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     listen: Address = field(default_factory=lambda: Address("127.0.0.1", 8080))
     database_url: str | None = None
@@ -79,6 +133,7 @@ class Settings:
     envoy: EnvoySettings = field(default_factory=EnvoySettings)
     sidecar: SidecarSettings = field(default_factory=SidecarSettings)
     shed: tuple[ShedRule, ...] = ()
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
     public_url: str | None = None
     """The absolute URL providers post to (e.g. https://hooks.example.com): Atlassian Connect
     tokens signed with a key (``kid``) must name it as their audience."""
@@ -118,7 +173,9 @@ def from_mapping(
     regions = {}
     for name, spec in regions_raw.items():
         name = str(name)
-        if not name.replace("-", "").replace("_", "").isalnum():
+        # ASCII only: the name becomes a header value (raw bytes) and an Envoy cluster name;
+        # str.isalnum() would also take "zürich", which the sidecar cannot put in a header.
+        if not _REGION_NAME.fullmatch(name):
             raise ConfigError(f"regions: bad region name {name!r} (letters, digits, - and _ only)")
         regions[name] = Address.parse(_address_of(spec, f"regions.{name}"), f"regions.{name}.address")
     data_dir = Path(str(raw.get("data_dir") or environ.get(ENV_PREFIX + "DATA_DIR") or ".silo-router"))
@@ -136,6 +193,7 @@ def from_mapping(
         envoy=_envoy(raw.get("envoy") or {}),
         sidecar=_sidecar(raw.get("sidecar") or {}),
         shed=_shed(raw.get("shed") or []),
+        delivery=_delivery(raw.get("delivery") or {}),
         public_url=str(raw["public_url"]) if raw.get("public_url") else None,
         source=source,
         raw=raw,
@@ -180,9 +238,17 @@ def _envoy(raw: Mapping[str, Any]) -> EnvoySettings:
             admin=Address.parse(raw.get("admin", str(default.admin)), "envoy.admin"),
             egress=Address.parse(raw.get("egress", str(default.egress)), "envoy.egress"),
             concurrency=int(raw.get("concurrency", default.concurrency)),
+            mode=_envoy_mode(raw.get("mode", default.mode)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"envoy: {exc}") from None
+
+
+def _envoy_mode(value: Any) -> EnvoyMode:
+    if value not in ENVOY_MODES:
+        raise ConfigError(f"envoy.mode: expected one of {', '.join(ENVOY_MODES)}, got {value!r}")
+    mode: EnvoyMode = value
+    return mode
 
 
 def _sidecar(raw: Mapping[str, Any]) -> SidecarSettings:
@@ -199,6 +265,34 @@ def _sidecar(raw: Mapping[str, Any]) -> SidecarSettings:
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"sidecar: {exc}") from None
+
+
+def _delivery(raw: Mapping[str, Any]) -> DeliverySettings:
+    default = DeliverySettings()
+    if not isinstance(raw, Mapping):
+        raise ConfigError("delivery: expected a mapping")
+    known = {f.name for f in fields(DeliverySettings)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"delivery: unknown setting(s) {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    try:
+        for name, value in raw.items():
+            current = getattr(default, name)
+            if isinstance(current, frozenset):
+                values[name] = frozenset(int(v) for v in value)
+            elif isinstance(current, tuple):
+                values[name] = (str(value),) if isinstance(value, str) else tuple(str(v) for v in value)
+            else:
+                values[name] = type(current)(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"delivery: {exc}") from None
+    delivery = replace(default, **values)
+    if delivery.workers < 1 or delivery.batch_size < 1 or delivery.parallel_width < 1 or delivery.max_attempts < 1:
+        raise ConfigError("delivery: workers, batch_size, parallel_width and max_attempts must be at least 1")
+    if delivery.lease_s <= delivery.send_deadline_s + 2:
+        raise ConfigError(f"delivery.lease_s must exceed a send's deadline ({delivery.send_deadline_s + 2:g} s)")
+    return delivery
 
 
 def _shed(raw: Any) -> tuple[ShedRule, ...]:

@@ -124,12 +124,14 @@ async def open_pool(
     timeout: float = 5.0,  # noqa: ASYNC109
     *,
     min_size: int = 2,
+    check: bool = True,
 ) -> Pool:
     """An open pool holding ``min_size`` working connections; ``PoolTimeout`` after ``timeout`` seconds.
 
     ``timeout`` also bounds how long a request waits for a free connection. Connections are in
     autocommit: a single statement is its own transaction and costs one round trip (no BEGIN /
-    COMMIT); code that needs more opens ``conn.transaction()``.
+    COMMIT); code that needs more opens ``conn.transaction()``. ``check`` tests each connection
+    when it is handed out (one more round trip); a caller that retries failures anyway may skip it.
     """
     pool: Pool = AsyncConnectionPool(
         dsn,
@@ -137,7 +139,7 @@ async def open_pool(
         max_size=max_size,
         timeout=timeout,
         open=False,
-        check=AsyncConnectionPool.check_connection,
+        check=AsyncConnectionPool.check_connection if check else None,
         kwargs={"autocommit": True, "application_name": "silo-router"},
         name="silo-router",
     )

@@ -38,10 +38,12 @@ MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 DecisionLabel = Literal["control", "forward", "store", "reply"]
 Phase = Literal["headers", "body"]
 CacheResult = Literal["hit", "miss", "negative_hit"]
+XdsType = Literal["cds", "rds"]
 
 DECISIONS: Final[frozenset[str]] = frozenset(("control", "forward", "store", "reply"))
 PHASES: Final[frozenset[str]] = frozenset(("headers", "body"))
 CACHE_RESULTS: Final[frozenset[str]] = frozenset(("hit", "miss", "negative_hit"))
+XDS_TYPES: Final[frozenset[str]] = frozenset(("cds", "rds"))
 ERROR_REASONS: Final = ("directory_unavailable", "outbox_unavailable", "budget_exceeded", "internal_error")
 """Created at zero on start, so ``rate()`` in an alert has a series before the first error."""
 
@@ -117,6 +119,29 @@ SHED: Final = Counter("silo_router_shed", "Webhooks answered 429 by a shed rule.
 ERRORS: Final = Counter(
     "silo_router_errors", "Failures answered with an error status, by stable error code.", ["reason"]
 )
+# xDS (envoy.mode: xds). Versions are per process (each counts the changes it has seen), so the
+# gauges compare within a process: acked below snapshot means an update in flight or rejected.
+XDS_SNAPSHOT_VERSION: Final = Gauge(
+    "silo_router_xds_snapshot_version",
+    "The version of the region snapshot this sidecar serves over ADS; it goes up with every change of the "
+    "region table.",
+    multiprocess_mode="livemax",
+)
+XDS_ACKED_VERSION: Final = Gauge(
+    "silo_router_xds_acked_version",
+    "The snapshot version every Envoy connected to this sidecar has applied, by type (cds, rds).",
+    ["type"],
+    multiprocess_mode="livemin",
+)
+XDS_PUSHES: Final = Counter("silo_router_xds_pushes", "Discovery responses sent to Envoy, by type.", ["type"])
+XDS_NACKS: Final = Counter(
+    "silo_router_xds_nacks",
+    "Discovery responses Envoy rejected (NACK), by type; Envoy keeps its previous configuration.",
+    ["type"],
+)
+XDS_STREAMS: Final = Gauge(
+    "silo_router_xds_streams", "Envoys connected to this sidecar's ADS.", multiprocess_mode="livesum"
+)
 # A gauge, not prometheus_client.Info: Info is not supported in multiprocess mode. Every process
 # sets 1, and "max" keeps one series per version however many processes report it.
 INFO: Final = Gauge(
@@ -139,6 +164,11 @@ METRIC_NAMES: Final = frozenset(
         "silo_router_shed_total",
         "silo_router_errors_total",
         "silo_router_info",
+        "silo_router_xds_snapshot_version",
+        "silo_router_xds_acked_version",
+        "silo_router_xds_pushes_total",
+        "silo_router_xds_nacks_total",
+        "silo_router_xds_streams",
     }
 )
 """The exported names (histograms add ``_bucket``/``_sum``/``_count``); the deploy tests check
@@ -250,6 +280,26 @@ def record_error(reason: str) -> None:
     ERRORS.labels(reason_label(reason)).inc()
 
 
+def set_xds_snapshot(version: int) -> None:
+    XDS_SNAPSHOT_VERSION.set(version)
+
+
+def set_xds_acked(type_: XdsType, version: int) -> None:
+    XDS_ACKED_VERSION.labels(_one_of(type_, XDS_TYPES)).set(version)
+
+
+def record_xds_push(type_: XdsType) -> None:
+    XDS_PUSHES.labels(_one_of(type_, XDS_TYPES)).inc()
+
+
+def record_xds_nack(type_: XdsType) -> None:
+    XDS_NACKS.labels(_one_of(type_, XDS_TYPES)).inc()
+
+
+def set_xds_streams(count: int) -> None:
+    XDS_STREAMS.set(count)
+
+
 def initialise(version: str = __version__, regions: Iterable[str] = ()) -> None:
     """Create the series that alerts read at zero (an absent series makes ``rate()`` silent), and
     set ``silo_router_info``. Each process calls it once on start."""
@@ -260,6 +310,10 @@ def initialise(version: str = __version__, regions: Iterable[str] = ()) -> None:
         DIRECTORY_CACHE.labels(result)
     for phase in sorted(PHASES):
         DECISION_SECONDS.labels(phase)
+    for type_ in sorted(XDS_TYPES):
+        XDS_PUSHES.labels(type_)
+        XDS_NACKS.labels(type_)
+        XDS_ACKED_VERSION.labels(type_)
     for region in regions:
         OUTBOX_PENDING.labels(region_label(region))
         OUTBOX_OLDEST_PENDING_AGE.labels(region_label(region))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from sidecar.core.lookup import LookupKey, Resolution
 from sidecar.core.mailbox import Mailbox
@@ -29,6 +30,17 @@ class Forward:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyTarget:
+    """Where the delivery worker posts a region's answer to a stored interaction (reference §3.1
+    step 6, §3.3): the provider got an immediate reply and expects the real one later."""
+
+    kind: Literal["slack", "discord"]
+    url: str
+    """slack: the payload's ``response_url``; discord: the interaction webhook's path
+    (``/api/v10/webhooks/<application_id>/<token>``), joined to the configured Discord base URL."""
+
+
+@dataclass(frozen=True, slots=True)
 class Store:
     """Store one copy per region durably, then answer ``reply`` (202 unless a provider says otherwise)."""
 
@@ -40,6 +52,8 @@ class Store:
     reply_status: int = 202
     reply_body: bytes = b""
     reply_headers: tuple[tuple[str, str], ...] = ()
+    reply_to: ReplyTarget | None = None
+    """Set for async replies: once the regions were tried, the worker posts the answer here."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,7 +138,8 @@ def canonical_request(method: str, path: str, params: Iterable[tuple[str, str]])
 
 
 def query_hash(method: str, path: str, params: Iterable[tuple[str, str]]) -> str:
-    return hashlib.sha256(canonical_request(method, path, params).encode("utf-8")).hexdigest()
+    # surrogatepass: a lone surrogate in the path (a Request can hold any str) must not raise (core rule 2).
+    return hashlib.sha256(canonical_request(method, path, params).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # --- internals -----------------------------------------------------------------------------

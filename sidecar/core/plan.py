@@ -61,5 +61,3 @@ def _shed(decision: Decision, ctx: Context) -> Decision:
     if isinstance(decision, Store) and ctx.sheds(decision.provider, decision.integration_id):
         return Reply(429, "shed", headers=RETRY_AFTER_SHED)
     return decision
-
-

@@ -33,7 +33,8 @@ from sidecar.db import Pool
 from sidecar.errors import ConfigError, DirectoryUnavailable
 
 STATUSES = ("active", "disabled", "pending_deletion")
-REGION_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+# \Z, not $: "$" also matches before a trailing newline, so .match() would take "us\n".
+REGION_NAME = re.compile(r"^[A-Za-z0-9_-]+\Z")
 
 
 class DirectoryFileError(ConfigError):

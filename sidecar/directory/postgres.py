@@ -85,15 +85,40 @@ class PostgresDirectory:
         return NOT_FOUND
 
 
+def storable(text: str) -> bool:
+    """Whether ``text`` can be a PostgreSQL ``text`` value at all: no NUL, and encodable as UTF-8
+    (a JSON ``"\\ud800"`` decodes to a lone surrogate). An external id that cannot be stored names
+    no integration; sent to the server it would fail the query, read as an outage (503) or a bug
+    (500) instead of the plain "not found" it is."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _bigint(value: int) -> bool:
+    """Ids are bigint: a larger number names nothing (and the server would refuse the parameter)."""
+    return -(2**63) <= value < 2**63
+
+
 async def _resolve_one(conn: psycopg.AsyncConnection[Any], key: LookupKey) -> Resolution | None:
     match key:
         case ByExternalId(provider, external_id, active_only):
+            if not (storable(provider) and storable(external_id)):
+                return None
             params = {"provider": provider, "external_id": external_id, "active_only": active_only}
             return await _integration(conn, _BY_EXTERNAL_ID, params)
         case ByIntegrationId(integration_id, provider, active_only):
+            if not _bigint(integration_id):
+                return None
             params = {"integration_id": integration_id, "provider": provider, "active_only": active_only}
             return await _integration(conn, _BY_INTEGRATION_ID, params)
         case ByOrganization(organization_id):
+            if not _bigint(organization_id):
+                return None
             return await _organization(conn, organization_id)
 
 

@@ -44,22 +44,33 @@ def gated(decision: Store) -> bool:
     return mailbox.bucket_key is not None and not mailbox.always_bucket and decision.integration_id is not None
 
 
-# Rows are numbered by region order; ORDER BY in INSERT … SELECT makes ids follow it.
+# Rows are numbered by region order; ORDER BY in INSERT … SELECT makes ids follow it (the
+# delivery worker's "last region answer" of an async reply is the highest id that answered).
 _ROWS: LiteralString = """
 INSERT INTO webhook_payload (mailbox_name, provider, region_name, integration_id,
-                             request_method, request_path, request_headers, request_body)
+                             request_method, request_path, request_headers, request_body, followup_id)
 SELECT {mailbox}, %(provider)s::text, r.region_name, %(integration_id)s::bigint,
-       %(method)s::text, %(path)s::text, %(headers)s::jsonb, %(body)s::bytea
+       %(method)s::text, %(path)s::text, %(headers)s::jsonb, %(body)s::bytea, {followup}
 FROM {source} unnest(%(regions)s::text[]) WITH ORDINALITY AS r(region_name, n)
 ORDER BY r.n
 RETURNING id
+"""
+
+# An async reply (Store.reply_to): the follow-up row is written by the same statement as the
+# region rows, so a committed webhook always has its follow-up and never the other way round.
+_FOLLOWUP: LiteralString = """
+followup AS (
+    INSERT INTO webhook_followup (kind, url, provider, integration_id)
+    VALUES (%(reply_kind)s, %(reply_url)s, %(provider)s, %(integration_id)s::bigint)
+    RETURNING id
+)
 """
 
 # Counts the webhook in the current window (a new window restarts at 1) and, when the count goes
 # over the threshold while the flag is off, sets the flag for `bucketed_for`. Like Sentry's cache
 # flag, an active flag is not extended: it lapses after a day and is set again if volume stays high.
 _GATE: LiteralString = """
-WITH gate AS (
+gate AS (
     INSERT INTO webhook_volume AS v (provider, integration_id, window_start, hits, bucketed_until)
     VALUES (%(provider)s, %(integration_id)s, date_bin(%(window)s, now(), 'epoch'), 1,
             CASE WHEN 1 > %(threshold)s THEN now() + %(bucketed_for)s END)
@@ -75,10 +86,28 @@ WITH gate AS (
     RETURNING coalesce(v.bucketed_until > now(), false) AS over_volume
 )
 """
-_INSERT_PLAIN = _ROWS.format(mailbox="%(mailbox)s::text", source="")
-_INSERT_GATED = _GATE + _ROWS.format(
-    mailbox="CASE WHEN gate.over_volume THEN %(mailbox_over)s::text ELSE %(mailbox)s::text END", source="gate,"
-)
+_PLAIN_MAILBOX: LiteralString = "%(mailbox)s::text"
+_GATED_MAILBOX: LiteralString = "CASE WHEN gate.over_volume THEN %(mailbox_over)s::text ELSE %(mailbox)s::text END"
+
+
+def _insert(use_gate: bool, with_followup: bool) -> LiteralString:
+    """The enqueue statement: the region rows, behind the gate and follow-up CTEs when needed."""
+    ctes: list[LiteralString] = []
+    if use_gate:
+        ctes.append(_GATE)
+    if with_followup:
+        ctes.append(_FOLLOWUP)
+    rows = _ROWS.format(
+        mailbox=_GATED_MAILBOX if use_gate else _PLAIN_MAILBOX,
+        followup="followup.id" if with_followup else "NULL::bigint",
+        source=("gate, " if use_gate else "") + ("followup, " if with_followup else ""),
+    )
+    return ("WITH " + ",".join(ctes) if ctes else "") + rows
+
+
+_STATEMENTS: dict[tuple[bool, bool], LiteralString] = {
+    (gate, followup): _insert(gate, followup) for gate in (False, True) for followup in (False, True)
+}
 
 
 class PostgresOutbox:
@@ -96,7 +125,7 @@ class PostgresOutbox:
         params = self._params(decision, request, use_gate)
         try:
             async with self._pool.connection() as conn:
-                cur = await conn.execute(_INSERT_GATED if use_gate else _INSERT_PLAIN, params)
+                cur = await conn.execute(_STATEMENTS[use_gate, decision.reply_to is not None], params)
                 ids = [row[0] for row in await cur.fetchall()]
         except psycopg.Error as exc:
             raise OutboxUnavailable(f"outbox write failed: {exc.__class__.__name__}: {exc}") from exc
@@ -114,6 +143,8 @@ class PostgresOutbox:
             "body": request.body or b"",
             "regions": list(decision.regions),
         }
+        if decision.reply_to is not None:
+            params |= {"reply_kind": decision.reply_to.kind, "reply_url": decision.reply_to.url}
         if use_gate:
             params |= {
                 "mailbox_over": decision.mailbox.name(over_volume=True),

@@ -19,12 +19,16 @@ Two listeners share the clusters of ``resources.py``:
 * ``egress`` (``settings.envoy.egress``, loopback, no ext_proc) is how the delivery worker sends
   stored webhooks to a region: the worker sets ``x-silo-route`` itself, so region addresses and
   upstream policy live in one place. An unknown region is a 404, never a guess.
+
+With ``envoy.mode: xds`` the listeners, ``control`` and ``sidecar`` stay static, while both route
+configurations (RDS) and the region clusters (CDS) come from the sidecar over ADS
+(``xds/ads.py``), built by the same functions from the ``region`` table.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -44,8 +48,10 @@ from sidecar.xds.resources import (
     pack,
     region_clusters,
     region_routes,
+    sidecar_cluster,
     socket_address,
     to_dict,
+    upstream_cluster,
 )
 
 # envoy-data-plane 2.2's generated classes use a pattern pydantic 2.12 deprecated (a classmethod
@@ -54,13 +60,24 @@ from sidecar.xds.resources import (
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"envoy_data_plane\.")
     from envoy_data_plane.envoy.config.accesslog.v3 import AccessLog
-    from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
+    from envoy_data_plane.envoy.config.bootstrap.v3 import (
+        Admin,
+        Bootstrap,
+        BootstrapDynamicResources,
+        BootstrapStaticResources,
+    )
     from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation, HeaderMutationRemoveOnMatch
     from envoy_data_plane.envoy.config.core.v3 import (
+        AggregatedConfigSource,
+        ApiConfigSource,
+        ApiConfigSourceApiType,
+        ApiVersion,
+        ConfigSource,
         DataSource,
         GrpcService,
         GrpcServiceEnvoyGrpc,
         Http2ProtocolOptions,
+        Node,
         SubstitutionFormatString,
         TypedExtensionConfig,
     )
@@ -86,6 +103,7 @@ with warnings.catch_warnings():
     from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
         HttpConnectionManager,
         HttpFilter,
+        Rds,
     )
     from envoy_data_plane.envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
         HeaderMutation as EarlyHeaderMutation,
@@ -112,6 +130,9 @@ EXT_PROC_STAT_PREFIX: Final = "silo"
 EXTENSIONS_PREFIX: Final = "/extensions/"
 PLUGINS_PREFIX: Final = "/plugins/"
 UNKNOWN_REGION_BODY: Final = "unknown region"
+XDS_NODE: Final = Node(id="silo-router-edge", cluster="silo-router")
+"""Envoy refuses an xDS subscription without a node id and cluster. The sidecar serves every node
+the same resources; ``--service-node`` on Envoy's command line overrides the id (e.g. the pod name)."""
 
 CONNECTION_BUFFER_CAP: Final = 32 * 1024
 """Envoy's edge-proxy guide value for listener buffers (the 1 MiB default is for service meshes)."""
@@ -191,24 +212,62 @@ def render_yaml(settings: Settings, providers: Mapping[str, ProviderSpec] = PROV
 
 
 def bootstrap(settings: Settings, providers: Mapping[str, ProviderSpec] = PROVIDERS) -> Bootstrap:
+    listeners = [webhooks_listener(settings, providers), egress_listener(settings)]
+    admin = Admin(address=socket_address(settings.envoy.admin))
+    if settings.envoy.mode == "xds":
+        static = [upstream_cluster(CONTROL_CLUSTER, settings.control), sidecar_cluster(settings)]
+        return Bootstrap(
+            node=XDS_NODE,
+            admin=admin,
+            static_resources=BootstrapStaticResources(listeners=listeners, clusters=static),
+            dynamic_resources=ads_resources(),
+        )
     return Bootstrap(
-        admin=Admin(address=socket_address(settings.envoy.admin)),
-        static_resources=BootstrapStaticResources(
-            listeners=[webhooks_listener(settings, providers), egress_listener(settings)],
-            clusters=region_clusters(settings),
-        ),
+        admin=admin,
+        static_resources=BootstrapStaticResources(listeners=listeners, clusters=region_clusters(settings)),
     )
+
+
+def ads_resources() -> BootstrapDynamicResources:
+    """CDS over one ADS stream to the sidecar cluster (RDS names the same source per listener)."""
+    return BootstrapDynamicResources(
+        ads_config=ApiConfigSource(
+            api_type=ApiConfigSourceApiType.GRPC,
+            transport_api_version=ApiVersion.V3,
+            grpc_services=[GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=SIDECAR_CLUSTER))],
+            set_node_on_first_message_only=True,
+        ),
+        cds_config=ads_source(),
+    )
+
+
+def ads_source() -> ConfigSource:
+    # No initial fetch timeout: Envoy stays not-ready until the sidecar answered, instead of giving
+    # up after 15 s and serving a webhooks listener without routes (404 for every provider).
+    return ConfigSource(
+        ads=AggregatedConfigSource(), resource_api_version=ApiVersion.V3, initial_fetch_timeout=timedelta(0)
+    )
+
+
+def webhooks_route_config(settings: Settings, providers: Mapping[str, ProviderSpec] = PROVIDERS) -> RouteConfiguration:
+    """Inline in the static bootstrap; served over RDS in xds mode (regions from the ``region`` table)."""
+    return RouteConfiguration(
+        name=WEBHOOKS_LISTENER,
+        virtual_hosts=[VirtualHost(name=WEBHOOKS_LISTENER, domains=["*"], routes=webhook_routes(settings, providers))],
+    )
+
+
+def _routes(settings: Settings, route_config: Callable[[], RouteConfiguration], name: str) -> dict[str, Any]:
+    """The HCM's route specifier: the configuration itself, or (xds mode) its name over ADS."""
+    if settings.envoy.mode == "xds":
+        return {"rds": Rds(config_source=ads_source(), route_config_name=name)}
+    return {"route_config": route_config()}
 
 
 def webhooks_listener(settings: Settings, providers: Mapping[str, ProviderSpec] = PROVIDERS) -> Listener:
     hcm = HttpConnectionManager(
         stat_prefix=WEBHOOKS_LISTENER,
-        route_config=RouteConfiguration(
-            name=WEBHOOKS_LISTENER,
-            virtual_hosts=[
-                VirtualHost(name=WEBHOOKS_LISTENER, domains=["*"], routes=webhook_routes(settings, providers))
-            ],
-        ),
+        **_routes(settings, lambda: webhooks_route_config(settings, providers), WEBHOOKS_LISTENER),
         http_filters=[
             HttpFilter(name=EXT_PROC_FILTER, typed_config=pack(ext_proc_filter(settings))),
             HttpFilter(name=ROUTER_FILTER, typed_config=pack(Router())),
@@ -295,20 +354,22 @@ def strip_internal_headers() -> EarlyHeaderMutation:
     )
 
 
-def egress_listener(settings: Settings) -> Listener:
+def egress_route_config(settings: Settings) -> RouteConfiguration:
     unknown = Route(
         name="unknown_region",
         match=RouteMatch(prefix="/"),
         direct_response=DirectResponseAction(status=404, body=DataSource(inline_string=UNKNOWN_REGION_BODY)),
     )
+    return RouteConfiguration(
+        name=EGRESS_LISTENER,
+        virtual_hosts=[VirtualHost(name=EGRESS_LISTENER, domains=["*"], routes=[*region_routes(settings), unknown])],
+    )
+
+
+def egress_listener(settings: Settings) -> Listener:
     hcm = HttpConnectionManager(
         stat_prefix=EGRESS_LISTENER,
-        route_config=RouteConfiguration(
-            name=EGRESS_LISTENER,
-            virtual_hosts=[
-                VirtualHost(name=EGRESS_LISTENER, domains=["*"], routes=[*region_routes(settings), unknown])
-            ],
-        ),
+        **_routes(settings, lambda: egress_route_config(settings), EGRESS_LISTENER),
         http_filters=[HttpFilter(name=ROUTER_FILTER, typed_config=pack(Router()))],
         access_log=[access_log(EGRESS_LISTENER)],
     )

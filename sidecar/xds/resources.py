@@ -1,8 +1,8 @@
 """Region clusters and routes as typed envoy-data-plane (betterproto2) messages.
 
-Off the hot path: these are built once, to render the static bootstrap now and to serve over ADS
-later. The sidecar's per-request protos use xds-protos (upb) instead, which is ~400× faster
-(envoy-notes §5, "In-process codec cost").
+Off the hot path: these are built once to render the static bootstrap, or once per change of the
+``region`` table to serve over ADS (``envoy.mode: xds``). The sidecar's per-request protos use
+xds-protos (upb) instead, which is ~400× faster (envoy-notes §5, "In-process codec cost").
 
 Serialisation (checked against betterproto2 0.9.1):
 
@@ -66,6 +66,7 @@ ROUTE_HEADER: Final = "x-silo-route"
 """Set by the sidecar (only): the region a request goes to. DESIGN.md, "Routing header"."""
 INTERNAL_HEADER_PREFIX: Final = "x-silo-"
 """Every client-sent header with this prefix is removed before routing (bootstrap.py)."""
+REGION_ROUTE_PREFIX: Final = "region:"
 CONTROL_CLUSTER: Final = "control"
 SIDECAR_CLUSTER: Final = "sidecar"
 EXT_PROC_SERVICE: Final = "envoy.service.ext_proc.v3.ExternalProcessor"
@@ -84,7 +85,7 @@ this many streams in flight, so load spreads exactly when there is load to sprea
 one sidecar process saturates at ~1.7k rps with only a handful of streams in flight.)"""
 
 TYPE_URLS: Final[Mapping[type[betterproto2.Message], str]] = {
-    # xDS resources (for ADS later; the bootstrap embeds them directly).
+    # xDS resources: served over ADS in xds mode (xds/ads.py); the static bootstrap embeds them.
     Cluster: "type.googleapis.com/envoy.config.cluster.v3.Cluster",
     RouteConfiguration: "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
     Listener: "type.googleapis.com/envoy.config.listener.v3.Listener",
@@ -125,14 +126,20 @@ def region_cluster_name(region: str) -> str:
     return f"region_{region}"
 
 
+def region_route_name(region: str) -> str:
+    """The route's name says which region it serves: the ADS server drops routes by it (``xds/snapshot.py``)."""
+    return f"{REGION_ROUTE_PREFIX}{region}"
+
+
 def region_clusters(settings: Settings) -> list[Cluster]:
     """``control``, ``region_<name>`` per region (sorted by name), and the ``sidecar`` gRPC cluster."""
-    clusters = [upstream_cluster(CONTROL_CLUSTER, settings.control)]
-    clusters += [
-        upstream_cluster(region_cluster_name(name), settings.regions[name]) for name in sorted(settings.regions)
-    ]
-    clusters.append(sidecar_cluster(settings))
-    return clusters
+    control = upstream_cluster(CONTROL_CLUSTER, settings.control)
+    return [control, *regional_clusters(settings.regions), sidecar_cluster(settings)]
+
+
+def regional_clusters(regions: Mapping[str, Address]) -> list[Cluster]:
+    """``region_<name>`` per region, sorted by name: in the static bootstrap, or served over CDS."""
+    return [upstream_cluster(region_cluster_name(name), regions[name]) for name in sorted(regions)]
 
 
 def region_routes(settings: Settings) -> list[Route]:
@@ -141,18 +148,18 @@ def region_routes(settings: Settings) -> list[Route]:
     On the ingress listener these are only reachable after the sidecar set the header and cleared
     the route cache: the client's own ``x-silo-*`` headers are removed before the first route pick.
     """
-    timeout = timedelta(seconds=settings.envoy.route_timeout_s)
-    return [
-        Route(
-            name=f"region:{name}",
-            match=RouteMatch(
-                prefix="/",
-                headers=[HeaderMatcher(name=ROUTE_HEADER, string_match=StringMatcher(exact=name))],
-            ),
-            route=RouteAction(cluster=region_cluster_name(name), timeout=timeout),
-        )
-        for name in sorted(settings.regions)
-    ]
+    return [region_route(name, settings) for name in sorted(settings.regions)]
+
+
+def region_route(name: str, settings: Settings) -> Route:
+    return Route(
+        name=region_route_name(name),
+        match=RouteMatch(
+            prefix="/",
+            headers=[HeaderMatcher(name=ROUTE_HEADER, string_match=StringMatcher(exact=name))],
+        ),
+        route=RouteAction(cluster=region_cluster_name(name), timeout=timedelta(seconds=settings.envoy.route_timeout_s)),
+    )
 
 
 def upstream_cluster(name: str, address: Address) -> Cluster:

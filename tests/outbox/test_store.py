@@ -220,3 +220,42 @@ async def test_memory_fail_switch_stores_nothing() -> None:
     with pytest.raises(OutboxUnavailable):
         await outbox.enqueue(store(), REQUEST)
     assert outbox.rows == []
+
+
+# -- async replies: a follow-up row with the region rows -----------------------------------------
+
+
+def with_reply(regions: tuple[str, ...] = ("de", "us"), gated_mailbox: bool = False) -> Store:
+    from sidecar.core.decision import ReplyTarget
+
+    mailbox = Mailbox("slack", "20", bucket_key=3 if gated_mailbox else None)
+    target = ReplyTarget("slack", "https://hooks.slack.com/commands/T1/2/x")
+    return Store("slack", regions, mailbox, 20, "async_all_regions", reply_status=200, reply_to=target)
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("gated_mailbox", [False, True])
+async def test_an_async_reply_stores_its_follow_up_in_the_same_statement(pool: db.Pool, gated_mailbox: bool) -> None:
+    ids = await PostgresOutbox(pool).enqueue(with_reply(gated_mailbox=gated_mailbox), REQUEST)
+    stored = await rows(pool, "id, region_name, followup_id")
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT id, kind, url, provider, integration_id, state FROM webhook_followup")
+        [followup] = await cur.fetchall()
+    assert [row["id"] for row in stored] == ids
+    assert {row["followup_id"] for row in stored} == {followup["id"]}
+    assert (followup["kind"], followup["url"]) == ("slack", "https://hooks.slack.com/commands/T1/2/x")
+    assert (followup["provider"], followup["integration_id"], followup["state"]) == ("slack", 20, "waiting")
+
+
+@pytest.mark.db
+async def test_plain_webhooks_have_no_follow_up(pool: db.Pool) -> None:
+    await PostgresOutbox(pool).enqueue(store(), REQUEST)
+    assert {row["followup_id"] for row in await rows(pool, "followup_id")} == {None}
+
+
+async def test_memory_twin_stores_the_follow_up_too() -> None:
+    outbox = InMemoryOutbox()
+    await outbox.enqueue(with_reply(), REQUEST)
+    [followup] = outbox.followups
+    assert {row.followup_id for row in outbox.rows} == {followup.id}
+    assert (followup.kind, followup.state) == ("slack", "waiting")

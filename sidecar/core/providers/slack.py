@@ -1,4 +1,4 @@
-"""Slack (reference §3.1): verified here, then synchronous to the first region of the workspace.
+"""Slack (reference §3.1): verified here, then to the first region of the workspace (or all).
 
 https://api.slack.com/authentication/verifying-requests-from-slack
 Slack signs every request (``X-Slack-Signature`` over ``v0:<timestamp>:<raw body>``). The team id
@@ -16,10 +16,14 @@ Choices that differ from Sentry, on purpose:
   ``TimestampSigner`` value) to find the integration. Only control holds the signing key; the
   integration id inside can be read unsigned, but routing on an unverified id would let a client
   choose its region (rule 4 of ``sidecar.core``). Control can verify and serve it.
-* **No async replay yet.** With a ``response_url`` Sentry answers 200 at once and replays the
-  request to the regions from a task; an action that targets all regions is fanned out. Until
-  the async worker exists we forward synchronously to the first region; the reason codes
-  ``sync_first_region`` and ``all_regions_as_first`` mark every request that will change.
+* **Async replies go through the outbox.** With a ``response_url`` Sentry answers 200 at once and
+  replays the request to the regions from a task. Here the request is stored like any webhook
+  (one row per target region, mailbox ``<provider>:<integration id>``), answered 200 with an
+  empty body, and the delivery worker posts the last region answer to the ``response_url``
+  (``ReplyTarget``; the worker only posts to allow-listed hosts).
+* An action for all regions *without* a ``response_url`` is a synchronous fan-out in Sentry
+  (first success wins); Envoy routes a request to one cluster, so it goes to the first region
+  under the reason code ``all_regions_as_first``.
 * [L] Seer events (``app_mention``…) are answered 200 by a task in Sentry's newest code; here
   they follow the baseline: first region, synchronously.
 """
@@ -29,11 +33,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from sidecar.core import verify
 from sidecar.core.context import Context
-from sidecar.core.decision import Control, Decision, Forward, Reply, Step
+from sidecar.core.decision import Control, Decision, Forward, Reply, ReplyTarget, Step, Store
 from sidecar.core.lookup import ByExternalId, Integration, Organization, Resolution
+from sidecar.core.mailbox import Mailbox
 from sidecar.core.providers._spec import Handler, ProviderSpec, View, identify
 from sidecar.core.request import Request, dig, id_text, parse_json
 
@@ -168,15 +174,35 @@ def _action_option(data: Data) -> str | None:
     return None
 
 
-def _target(regions: tuple[str, ...], all_regions: bool, response_url: str | None) -> Forward:
-    # TODO(async slack): with a response_url Sentry answers 200 at once and a task replays the
-    # request to the target regions, posting the last good answer to response_url; "all regions"
-    # without one is a synchronous fan-out (first success wins). Until the async worker exists,
-    # all of these forward synchronously to the first region under a reason code of their own.
+def _response_url(data: Data) -> str | None:
+    """The payload's ``response_url`` when it is an absolute http(s) URL; anything else is no URL."""
+    url = _text(data.get("response_url"))
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme in ("https", "http") and bool(parts.hostname)
+    except ValueError:  # e.g. "http://[x" (an unclosed IPv6 literal)
+        return None
+    return url if usable else None
+
+
+def _target(
+    provider: str, integration: Integration, regions: tuple[str, ...], all_regions: bool, data: Data
+) -> Decision:
+    response_url = _response_url(data)
+    if response_url is not None:
+        return Store(
+            provider,
+            regions if all_regions else regions[:1],
+            Mailbox(provider, str(integration.id)),
+            integration.id,
+            "async_all_regions" if all_regions else "async_first_region",
+            reply_status=200,
+            reply_to=ReplyTarget("slack", response_url),
+        )
     if all_regions:
         return Forward(regions[0], "all_regions_as_first")
-    if response_url is not None:
-        return Forward(regions[0], "sync_first_region")
     return Forward(regions[0], "first_region")
 
 
@@ -200,7 +226,7 @@ def webhook(provider: str, read: Reader, narrow: Narrower, *, is_action: bool = 
         def on_found(integration: Integration, resolution: Resolution) -> Decision:
             regions = Resolution(integration, narrow(data, resolution.organizations)).regions
             all_regions = is_action and _action_option(data) not in FIRST_REGION_ACTIONS
-            return _target(regions, all_regions, _text(data.get("response_url")))
+            return _target(provider, integration, regions, all_regions, data)
 
         return identify(ByExternalId(provider, team_id, active_only=True), on_found, ctx, no_regions=NO_REGIONS)
 
@@ -226,7 +252,8 @@ def spec(provider: str, extra_views: tuple[View, ...] = ()) -> ProviderSpec:
         name=provider,
         views=webhook_views(provider) + extra_views,
         id_source="`team_id` / `team.id` (JSON body, command form or `payload` field), after the Slack signature",
-        delivery="sync: first region (issue actions: all regions, sent to the first for now)",
+        delivery="sync: first region; with a response_url: 200, stored for the first region (issue actions: "
+        "all regions), the last region answer posted to the response_url",
     )
 
 

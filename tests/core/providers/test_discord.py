@@ -25,8 +25,12 @@ from sidecar.core import (
     Request,
     Resolution,
     Secrets,
+    ShedRule,
+    Store,
     plan,
 )
+from sidecar.core.decision import ReplyTarget
+from sidecar.core.mailbox import Mailbox
 
 P = "/extensions/discord/"
 APP = DiscordApp()
@@ -162,9 +166,47 @@ def test_numeric_guild_id_is_used_as_text() -> None:
     assert lookup_of(req, CTX).keys == (ByExternalId("discord", "81384788765712384", True),)
 
 
-def test_command_goes_to_the_first_region_synchronously_for_now() -> None:
-    # Sentry defers (type 5) and replays from a task when it can build the response URL.
-    assert decide(APP.request(interaction(2)), CTX, ALL) == Forward("de", "sync_first_region")
+FOLLOW_UP = ReplyTarget("discord", "/api/v10/webhooks/1063572232434495520/" + interaction(2)["token"])
+
+
+def deferred(regions: tuple[str, ...], reason: str) -> Store:
+    return Store(
+        "discord",
+        regions,
+        Mailbox("discord", "9"),
+        9,
+        reason,
+        reply_status=200,
+        reply_body=b'{"type":5,"data":{"flags":64}}',
+        reply_headers=(("content-type", "application/json"),),
+        reply_to=FOLLOW_UP,
+    )
+
+
+def test_command_is_deferred_and_stored_for_the_first_region() -> None:
+    # Sentry answers a deferred response (type 5) and replays the interaction from a task.
+    decision = decide(APP.request(interaction(2)), CTX, ALL)
+    assert decision == deferred(("de",), "deferred_first_region")
+    assert isinstance(decision, Store)
+    assert json.loads(decision.reply_body) == {"type": 5, "data": {"flags": 64}}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("application_id", "12ab"), ("application_id", ""), ("token", "a/../b"), ("token", "x..y"), ("token", "a" * 1025)],
+)
+def test_ids_that_cannot_be_a_url_path_mean_no_follow_up(field: str, value: str) -> None:
+    assert decide(APP.request(interaction(2, **{field: value})), CTX, ALL) == Forward("de", "first_region")
+
+
+def test_numeric_application_id_is_used_as_text() -> None:
+    decision = decide(APP.request(interaction(2, application_id=1063572232434495520)), CTX, ALL)
+    assert isinstance(decision, Store) and decision.reply_to == FOLLOW_UP
+
+
+def test_deferred_interactions_are_shed_like_any_stored_webhook() -> None:
+    ctx = APP.ctx(shed=(ShedRule("discord", 9),))
+    assert decide(APP.request(interaction(3)), ctx, ALL) == Reply(429, "shed", headers=(("retry-after", "60"),))
 
 
 @pytest.mark.parametrize("drop", ["application_id", "token"])
@@ -174,8 +216,14 @@ def test_command_without_a_response_url_goes_to_the_first_region(drop: str) -> N
     assert decide(APP.request(body), CTX, ALL) == Forward("de", "first_region")
 
 
-def test_component_targets_all_regions_sent_to_the_first_for_now() -> None:
-    assert decide(APP.request(interaction(3)), CTX, ALL) == Forward("de", "all_regions_as_first")
+def test_component_is_deferred_and_stored_for_every_region() -> None:
+    assert decide(APP.request(interaction(3)), CTX, ALL) == deferred(("de", "eu", "us"), "deferred_all_regions")
+
+
+def test_component_without_a_response_url_goes_to_the_first_region() -> None:
+    body = interaction(3)
+    del body["token"]
+    assert decide(APP.request(body), CTX, ALL) == Forward("de", "all_regions_as_first")
 
 
 @pytest.mark.parametrize("kind", [4, 5, 99, None, "2", 2.0, True])

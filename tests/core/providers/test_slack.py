@@ -42,8 +42,12 @@ from sidecar.core import (
     Reply,
     Request,
     Resolution,
+    ShedRule,
+    Store,
     plan,
 )
+from sidecar.core.decision import ReplyTarget
+from sidecar.core.mailbox import Mailbox
 from sidecar.core.verify import slack_v0_signature
 
 P = "/extensions/slack/"
@@ -51,6 +55,20 @@ SLACK = Integration(7, "slack", "T0001")
 ALL = Resolution(SLACK, (US, DE, EU))
 """The workspace is used by three organizations; the first region is "de"."""
 CTX = slack_ctx()
+
+
+def stored(regions: tuple[str, ...], reason: str, url: str) -> Store:
+    """An async reply: stored for ``regions`` in the workspace's mailbox, 200 now, the answer to ``url`` later."""
+    target = ReplyTarget("slack", url)
+    return Store("slack", regions, Mailbox("slack", "7"), 7, reason, reply_status=200, reply_to=target)
+
+
+def async_first(region: str = "de", url: str = RESPONSE_URL) -> Store:
+    return stored((region,), "async_first_region", url)
+
+
+def async_all(regions: tuple[str, ...], url: str = RESPONSE_URL) -> Store:
+    return stored(regions, "async_all_regions", url)
 
 
 # --- views ------------------------------------------------------------------------------------
@@ -110,10 +128,26 @@ def test_command_without_response_url_is_forwarded_to_the_first_region() -> None
     assert decide(req, CTX, ALL) == Forward("de", "first_region")
 
 
-def test_command_with_response_url_is_forwarded_synchronously_for_now() -> None:
-    # Sentry: 200 at once + async replay; until the async worker exists, sync to the first region.
-    req = slack_form(P + "commands/", slash_command("help", response_url="https://hooks.slack.com/commands/T0001/1/x"))
-    assert decide(req, CTX, ALL) == Forward("de", "sync_first_region")
+def test_command_with_response_url_is_stored_for_the_first_region_and_answered_200() -> None:
+    # Sentry: 200 at once, the request replayed to the region, its answer posted to response_url.
+    url = "https://hooks.slack.com/commands/T0001/1/x"
+    req = slack_form(P + "commands/", slash_command("help", response_url=url))
+    decision = decide(req, CTX, ALL)
+    assert decision == async_first("de", url)
+    assert isinstance(decision, Store)
+    assert (decision.reply_status, decision.reply_body, decision.reply_headers) == (200, b"", ())
+
+
+@pytest.mark.parametrize("url", ["", "hooks.slack.com/commands/1", "ftp://hooks.slack.com/x", "https://", "http://[x/"])
+def test_a_response_url_that_is_no_http_url_is_no_response_url(url: str) -> None:
+    req = slack_form(P + "commands/", slash_command("help", response_url=url))
+    assert decide(req, CTX, ALL) == Forward("de", "first_region")
+
+
+def test_async_replies_are_shed_like_any_stored_webhook() -> None:
+    ctx = slack_ctx(shed=(ShedRule("slack"),))
+    req = slack_form(P + "commands/", slash_command("help", response_url=RESPONSE_URL))
+    assert decide(req, ctx, ALL) == Reply(429, "shed", headers=(("retry-after", "60"),))
 
 
 @pytest.mark.parametrize(
@@ -142,7 +176,7 @@ def test_link_team_command_narrows_to_the_named_organization(text: str, region: 
 @pytest.mark.parametrize("value", ["link", "ignore", "all_slack"])
 def test_unfurl_and_settings_actions_go_to_the_first_region(value: str) -> None:
     req = slack_payload(P + "action/", block_actions(button("unfurl", value)))
-    assert decide(req, CTX, ALL) == Forward("de", "sync_first_region")
+    assert decide(req, CTX, ALL) == async_first("de")
 
 
 def test_unfurl_action_without_response_url_is_plain_first_region() -> None:
@@ -150,15 +184,20 @@ def test_unfurl_action_without_response_url_is_plain_first_region() -> None:
     assert decide(req, CTX, ALL) == Forward("de", "first_region")
 
 
-@pytest.mark.parametrize("response_url", [RESPONSE_URL, None])
-def test_issue_actions_target_all_regions_sent_to_the_first_for_now(response_url: str | None) -> None:
-    req = slack_payload(P + "action/", block_actions(button("status", "resolved"), response_url=response_url))
+def test_issue_actions_with_response_url_are_stored_for_every_region() -> None:
+    req = slack_payload(P + "action/", block_actions(button("status", "resolved")))
+    assert decide(req, CTX, ALL) == async_all(("de", "eu", "us"))
+
+
+def test_issue_actions_without_response_url_go_to_the_first_region() -> None:
+    # Sentry fans these out synchronously (first success wins); Envoy routes to one cluster.
+    req = slack_payload(P + "action/", block_actions(button("status", "resolved"), response_url=None))
     assert decide(req, CTX, ALL) == Forward("de", "all_regions_as_first")
 
 
 def test_the_first_action_with_a_value_decides() -> None:
     payload = block_actions(button("a", None), button("b", ""), button("c", "link"), button("d", "resolved"))
-    assert decide(slack_payload(P + "action/", payload), CTX, ALL) == Forward("de", "sync_first_region")
+    assert decide(slack_payload(P + "action/", payload), CTX, ALL) == async_first("de")
 
 
 def test_actions_without_any_value_target_all_regions() -> None:
@@ -168,25 +207,27 @@ def test_actions_without_any_value_target_all_regions() -> None:
 
 
 @pytest.mark.parametrize(
-    ("action_id", "region"),
+    ("action_id", "regions"),
     [
-        ("resolve_dialog::1", "us"),
-        ("archive_dialog::3::42", "eu"),
-        ("status::99", "de"),  # not one of the workspace's organizations: all of them
-        ("status::x", "de"),
-        ("status::1::x", "de"),
-        ("status", "de"),
-        ("::1", "us"),
+        ("resolve_dialog::1", ("us",)),
+        ("archive_dialog::3::42", ("eu",)),
+        ("status::99", ("de", "eu", "us")),  # not one of the workspace's organizations: all of them
+        ("status::x", ("de", "eu", "us")),
+        ("status::1::x", ("de", "eu", "us")),
+        ("status", ("de", "eu", "us")),
+        ("::1", ("us",)),
     ],
 )
-def test_action_id_routing_data_narrows_to_its_organization(action_id: str, region: str) -> None:
+def test_action_id_routing_data_narrows_to_its_organization(action_id: str, regions: tuple[str, ...]) -> None:
     req = slack_payload(P + "action/", block_actions(button(action_id, "resolved")))
-    assert decide(req, CTX, ALL) == Forward(region, "all_regions_as_first")
+    assert decide(req, CTX, ALL) == async_all(regions)
+    without_url = slack_payload(P + "action/", block_actions(button(action_id, "resolved"), response_url=None))
+    assert decide(without_url, CTX, ALL) == Forward(regions[0], "all_regions_as_first")
 
 
 def test_routing_data_of_two_organizations_keeps_both() -> None:
     payload = block_actions(button("a::1", "resolved"), button("b::3", None))
-    assert decide(slack_payload(P + "action/", payload), CTX, ALL) == Forward("eu", "all_regions_as_first")
+    assert decide(slack_payload(P + "action/", payload), CTX, ALL) == async_all(("eu", "us"))
 
 
 def test_link_identity_button_is_handled_on_control() -> None:

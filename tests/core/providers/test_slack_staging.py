@@ -21,8 +21,21 @@ from helpers_a import (
     step_for,
 )
 
-from sidecar.core import ByExternalId, Control, Forward, Integration, Lookup, NeedBody, Reply, Request, Resolution, plan
+from sidecar.core import (
+    ByExternalId,
+    Control,
+    Forward,
+    Integration,
+    Lookup,
+    NeedBody,
+    Reply,
+    Request,
+    Resolution,
+    Store,
+    plan,
+)
 from sidecar.core.classify import IntegrationRoute, classify
+from sidecar.core.decision import ReplyTarget
 from sidecar.core.providers import PROVIDERS
 
 P = "/extensions/slack-staging/"
@@ -60,9 +73,18 @@ def test_installations_of_the_staging_app_are_slack_staging_integrations(req: Re
 def test_routing_is_slacks() -> None:
     assert decide(slack_event(P, event_callback()), CTX, ALL) == Forward("de", "first_region")
     command = slack_form(P + "commands/", slash_command("link team acme", response_url="https://hooks.slack.com/c/1"))
-    assert decide(command, CTX, ALL) == Forward("us", "sync_first_region")
+    command_decision = decide(command, CTX, ALL)
+    assert isinstance(command_decision, Store)
+    assert (command_decision.regions, command_decision.reason) == (("us",), "async_first_region")
+    assert command_decision.mailbox.name() == f"slack_staging:{command_decision.integration_id}"
+    assert command_decision.reply_to == ReplyTarget("slack", "https://hooks.slack.com/c/1")
     action = slack_payload(P + "action/", block_actions(button("resolve::3", "resolved")))
-    assert decide(action, CTX, ALL) == Forward("eu", "all_regions_as_first")
+    action_decision = decide(action, CTX, ALL)
+    assert isinstance(action_decision, Store)
+    assert (action_decision.provider, action_decision.regions) == ("slack_staging", ("eu",))
+    assert action_decision.reason == "async_all_regions"
+    without_url = slack_payload(P + "action/", block_actions(button("resolve::3", "resolved"), response_url=None))
+    assert decide(without_url, CTX, ALL) == Forward("eu", "all_regions_as_first")
 
 
 def test_unknown_workspace_400_and_no_organization_202() -> None:
