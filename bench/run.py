@@ -1,0 +1,237 @@
+"""One benchmark run: start the stack, check every scenario answers as it should, then measure.
+
+Rounds: every scenario runs once per round, for ``duration`` seconds, in an order rotated from
+round to round; the reported figure is the median over rounds. On a 2-core machine shared by
+wrk, Envoy, the sidecar and PostgreSQL, runs vary by ±10–40 %: side by side in one run, ratios
+are far steadier than absolute numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import cpu, load
+from bench.directory_scale import DirectoryPoint, directory_scale
+from bench.scenarios import BY_NAME, SCENARIOS, SWEEP, Scenario
+from bench.stack import Stack, Variant
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    sidecar_us: float
+    """Sidecar CPU (all its processes) per request, µs."""
+    sidecar_split: tuple[float, ...]
+    """Each worker's share of the sidecar CPU, 0..1."""
+    envoy_us: float
+    db_us: float | None
+    machine_busy: float
+
+
+@dataclass
+class Summary:
+    scenario: str
+    title: str
+    variant: str
+    kind: str
+    runs: list[Run] = field(default_factory=list)
+
+    def median(self, attribute: str) -> float:
+        return statistics.median(float(getattr(run, attribute)) for run in self.runs)
+
+    def split(self) -> tuple[float, ...]:
+        if not self.runs or not self.runs[0].sidecar_split:
+            return ()
+        width = len(self.runs[0].sidecar_split)
+        return tuple(statistics.median(run.sidecar_split[i] for run in self.runs) for i in range(width))
+
+
+@dataclass(frozen=True, slots=True)
+class SweepPoint:
+    scenario: str
+    offered: float
+    achieved: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+@dataclass
+class Results:
+    started: str
+    settings: dict[str, Any]
+    summaries: dict[str, Summary] = field(default_factory=dict)
+    sweep: list[SweepPoint] = field(default_factory=list)
+    directory: list[DirectoryPoint] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "started": self.started,
+            "settings": self.settings,
+            "scenarios": {
+                name: {
+                    "title": s.title,
+                    "variant": s.variant,
+                    "kind": s.kind,
+                    "median": {
+                        key: s.median(key)
+                        for key in ("rps", "p50_ms", "p99_ms", "sidecar_us", "envoy_us", "errors", "machine_busy")
+                    }
+                    | {"sidecar_split": s.split(), "db_us": _median_or_none(s, "db_us")},
+                    "runs": [asdict(run) for run in s.runs],
+                }
+                for name, s in self.summaries.items()
+            },
+            "sweep": [asdict(point) for point in self.sweep],
+            "directory": [asdict(point) for point in self.directory],
+        }
+
+
+def _median_or_none(summary: Summary, attribute: str) -> float | None:
+    values = [getattr(run, attribute) for run in summary.runs if getattr(run, attribute) is not None]
+    return statistics.median(values) if values else None
+
+
+def check(stack: Stack, scenario: Scenario) -> None:
+    """One request by hand: the status and the upstream that answered must be the expected ones."""
+    edge = stack.edges[scenario.variant]
+    request = scenario.build()
+    answer = httpx.request(
+        request.method, edge.url + request.path, headers=dict(request.headers), content=request.body, timeout=10
+    )
+    body_ok = scenario.expect_body is None or answer.text == scenario.expect_body
+    if answer.status_code != scenario.expect_status or not body_ok:
+        raise RuntimeError(
+            f"{scenario.name}: expected {scenario.expect_status} from {scenario.expect_body or 'the sidecar'}, "
+            f"got {answer.status_code} {answer.text[:200]!r}"
+        )
+
+
+def measure(stack: Stack, scenario: Scenario, duration_s: float, connections: int) -> Run:
+    edge = stack.edges[scenario.variant]
+    assert stack.db is not None and stack.upstream is not None
+    sidecar_pids = [child.pid for child in edge.sidecars]
+    groups = {"sidecar": sidecar_pids, "envoy": [edge.envoy.pid]}
+    trees = {"db": stack.db.postmaster} if stack.db.postmaster is not None else {}
+    before = cpu.sample(groups, trees)
+    result = load.closed_loop(edge.url, scenario.build(), duration_s, connections)
+    after = cpu.sample(groups, trees)
+    used = cpu.delta(before, after)
+    requests = max(result.requests, 1)
+    sidecar_total = sum(used["sidecar"])
+    split = tuple(value / sidecar_total if sidecar_total > 0 else 0.0 for value in used["sidecar"])
+    return Run(
+        rps=result.rps,
+        p50_ms=result.p50_ms,
+        p99_ms=result.p99_ms,
+        errors=result.errors,
+        requests=result.requests,
+        sidecar_us=sidecar_total / requests * 1e6,
+        sidecar_split=split if len(split) > 1 else (),
+        envoy_us=used["envoy"][0] / requests * 1e6,
+        db_us=used["db"][0] / requests * 1e6 if "db" in used else None,
+        machine_busy=cpu.busy_share(before, after),
+    )
+
+
+def sweep(
+    stack: Stack, names: Sequence[str], rates: Callable[[str], Sequence[float]], duration_s: float, say: Say
+) -> list[SweepPoint]:
+    """Latency against offered rate, each scenario up to its first saturated rate."""
+    points = []
+    for name in names:
+        scenario = BY_NAME[name]
+        edge = stack.edges[scenario.variant]
+        for rate in rates(name):
+            result = load.paced(edge.url, scenario.build(), rate, duration_s)
+            point = SweepPoint(name, rate, result.rps, result.p50_ms, result.p99_ms, result.errors)
+            points.append(point)
+            say(f"  sweep {name:<16} offered {rate:>6.0f}/s  got {result.rps:>7.0f}/s  "
+                f"p50 {result.p50_ms:>8.2f} ms  p99 {result.p99_ms:>8.2f} ms")  # fmt: skip
+            if result.rps < 0.9 * rate:
+                break  # saturated: past here latency only grows with the queue
+    return points
+
+
+def run(
+    workdir: Path,
+    *,
+    scenarios: Sequence[Scenario] = SCENARIOS,
+    duration_s: float = 5.0,
+    rounds: int = 3,
+    connections: int = 32,
+    sweep_names: Sequence[str] = SWEEP,
+    sweep_rates: Sequence[float] = (),
+    sweep_fractions: Sequence[float] = (),
+    sweep_duration_s: float = 3.0,
+    directory_sizes: Sequence[int] = (),
+    warmup_s: float = 1.0,
+    say: Say = print,
+) -> Results:
+    sweeping = bool(sweep_rates or sweep_fractions)
+    needed = sorted({s.variant for s in scenarios} | {BY_NAME[n].variant for n in sweep_names if sweeping})
+    from bench.scenarios import VARIANTS
+
+    variants: list[Variant] = [v for v in VARIANTS if v.name in needed]
+    results = Results(
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        settings={
+            "duration_s": duration_s,
+            "rounds": rounds,
+            "connections": connections,
+            "sweep_rates": list(sweep_rates),
+            "sweep_fractions": list(sweep_fractions),
+            "sweep_duration_s": sweep_duration_s,
+            "directory_sizes": list(directory_sizes),
+            "warmup_s": warmup_s,
+            "python": sys.version.split()[0],
+        },
+    )
+    say(f"starting PostgreSQL, the upstream and {len(variants)} edges in {workdir}")
+    with Stack(workdir, variants) as stack:
+        for scenario in scenarios:
+            check(stack, scenario)
+            results.summaries[scenario.name] = Summary(scenario.name, scenario.title, scenario.variant, scenario.kind)
+        say("every scenario answers as expected; warming up")
+        for scenario in scenarios if warmup_s > 0 else ():
+            load.closed_loop(stack.edges[scenario.variant].url, scenario.build(), warmup_s, connections)
+        for round_index in range(rounds):
+            shift = round_index * max(1, len(scenarios) // max(rounds, 1))
+            order = list(scenarios[shift:]) + list(scenarios[:shift])
+            for scenario in order:
+                measured = measure(stack, scenario, duration_s, connections)
+                results.summaries[scenario.name].runs.append(measured)
+                say(f"  round {round_index + 1}/{rounds} {scenario.name:<18} {measured.rps:>8.0f}/s  "
+                    f"p50 {measured.p50_ms:6.2f} ms  p99 {measured.p99_ms:7.2f} ms  "
+                    f"sidecar {measured.sidecar_us:6.0f} µs/req")  # fmt: skip
+        if sweeping:
+            say("open-loop sweep (latency against offered rate)")
+
+            def rates(name: str) -> Sequence[float]:
+                # Fractions of the scenario's own closed-loop rate, so every curve shows its knee.
+                measured = results.summaries.get(name)
+                if sweep_rates or measured is None or not measured.runs:
+                    return sweep_rates or [100 * f for f in sweep_fractions]
+                return [round(measured.median("rps") * f, -1) or 10 for f in sweep_fractions]
+
+            results.sweep = sweep(stack, sweep_names, rates, sweep_duration_s, say)
+        if directory_sizes:
+            say("directory lookup cost against directory size")
+            assert stack.db is not None
+            results.directory = asyncio.run(directory_scale(stack.db.url, directory_sizes, say))
+    return results
