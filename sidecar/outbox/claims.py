@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, LiteralString
 
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from sidecar.db import Pool
@@ -100,8 +101,10 @@ UPDATE webhook_payload SET claimed_until = NULL, claimed_by = NULL
 WHERE id = ANY(%(ids)s) AND claimed_by = %(worker)s AND state = 'pending'
 """
 
-_RECORD: LiteralString = """
-UPDATE webhook_payload SET
+# One outcome write for region rows and follow-ups alike, fenced on the claim: a worker whose
+# lease lapsed (and was taken over) writes nothing.
+_RECORD_TEMPLATE: LiteralString = """
+UPDATE {table} SET
     state = %(state)s,
     attempts = attempts + %(increment)s,
     schedule_for = coalesce(%(at)s::timestamptz, schedule_for),
@@ -114,6 +117,8 @@ UPDATE webhook_payload SET
 WHERE id = %(id)s AND claimed_by = %(worker)s AND state = 'pending'
 RETURNING id
 """
+_RECORD = sql.SQL(_RECORD_TEMPLATE).format(table=sql.Identifier("webhook_payload"))
+_RECORD_FOLLOWUP = sql.SQL(_RECORD_TEMPLATE).format(table=sql.Identifier("webhook_followup"))
 
 _DELETE_DELIVERED: LiteralString = """
 DELETE FROM webhook_payload WHERE id = %(id)s AND claimed_by = %(worker)s AND state = 'pending' RETURNING id
@@ -154,21 +159,6 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING id, kind, url, provider, integration_id, date_added, attempts, reply_body
-"""
-
-_RECORD_FOLLOWUP: LiteralString = """
-UPDATE webhook_followup SET
-    state = %(state)s,
-    attempts = attempts + %(increment)s,
-    schedule_for = coalesce(%(at)s::timestamptz, schedule_for),
-    delivered_at = %(delivered_at)s::timestamptz,
-    last_attempt_at = CASE WHEN %(attempted)s THEN %(now)s::timestamptz ELSE last_attempt_at END,
-    last_status = CASE WHEN %(attempted)s THEN %(status)s::integer ELSE last_status END,
-    last_error = %(error)s::text,
-    claimed_until = NULL,
-    claimed_by = NULL
-WHERE id = %(id)s AND claimed_by = %(worker)s AND state = 'pending'
-RETURNING id
 """
 
 _PURGE_DELIVERED: LiteralString = """
