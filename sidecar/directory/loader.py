@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, LiteralString, TypeAlias
 
@@ -29,6 +29,7 @@ import yaml
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from sidecar.core.lookup import Integration
 from sidecar.db import Pool
 from sidecar.errors import ConfigError, DirectoryUnavailable
 
@@ -63,15 +64,6 @@ class OrganizationRow:
 
 
 @dataclass(frozen=True, slots=True)
-class IntegrationRow:
-    id: int
-    provider: str
-    external_id: str
-    status: str = "active"
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
 class LinkRow:
     organization_id: int
     integration_id: int
@@ -84,7 +76,7 @@ class DirectoryData:
 
     regions: tuple[RegionRow, ...] = ()
     organizations: tuple[OrganizationRow, ...] = ()
-    integrations: tuple[IntegrationRow, ...] = ()
+    integrations: tuple[Integration, ...] = ()
     links: tuple[LinkRow, ...] = ()
 
 
@@ -163,7 +155,7 @@ def parse_directory(data: Mapping[str, Any]) -> DirectoryData:
     organizations = tuple(
         _organization(item, f"organizations[{i}]") for i, item in enumerate(_list(data, "organizations", ""))
     )
-    integrations: list[IntegrationRow] = []
+    integrations: list[Integration] = []
     links: list[LinkRow] = []
     for i, item in enumerate(_list(data, "integrations", "")):
         integration, item_links = _integration(item, f"integrations[{i}]")
@@ -198,7 +190,7 @@ def _organization(item: Any, path: str) -> OrganizationRow:
     )
 
 
-def _integration(item: Any, path: str) -> tuple[IntegrationRow, list[LinkRow]]:
+def _integration(item: Any, path: str) -> tuple[Integration, list[LinkRow]]:
     _check_keys(
         item, path, required=("id", "provider", "external_id"), optional=("status", "organizations", "metadata")
     )
@@ -211,7 +203,7 @@ def _integration(item: Any, path: str) -> tuple[IntegrationRow, list[LinkRow]]:
         metadata = json.loads(json.dumps(metadata, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise DirectoryFileError(f"{path}.metadata", f"not representable as JSON: {exc}") from None
-    integration = IntegrationRow(
+    integration = Integration(
         id=integration_id,
         provider=_text(item["provider"], f"{path}.provider"),
         external_id=_external_id(item["external_id"], f"{path}.external_id"),
