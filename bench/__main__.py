@@ -10,6 +10,7 @@ from pathlib import Path
 from bench import report
 from bench.run import run
 from bench.scenarios import BY_NAME, SCENARIOS, SWEEP, SWEEP_FRACTIONS
+from sidecar.wire.server import DEFAULT_LOOP, LOOPS
 
 DIRECTORY_SIZES = (10_000, 100_000, 1_000_000)
 
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", default=",".join(SWEEP), help="scenarios in the latency chart")
     parser.add_argument("--directory-sizes", default=",".join(map(str, DIRECTORY_SIZES)), help="'' skips")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load per scenario first")
+    parser.add_argument("--loop", choices=LOOPS, default=DEFAULT_LOOP,
+                        help="event loop of every sidecar, no-op and real alike (default: the product's)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--quick", action="store_true", help="2 rounds of 3 s, a short sweep, 10k/100k only")
     parser.add_argument("--list", action="store_true", help="print the scenario names and exit")
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             sweep_duration_s=args.sweep_duration,
             directory_sizes=_numbers(args.directory_sizes),
             warmup_s=args.warmup,
+            loop=args.loop,
         )
     json_path, md_path, text = report.write(results, args.out)
     print()

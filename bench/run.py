@@ -23,6 +23,7 @@ from bench import cpu, load
 from bench.directory_scale import DirectoryPoint, directory_scale
 from bench.scenarios import BY_NAME, SCENARIOS, SWEEP, Scenario
 from bench.stack import Stack, Variant
+from sidecar.wire.server import DEFAULT_LOOP
 
 Say = Callable[[str], None]
 
@@ -181,6 +182,7 @@ def run(
     sweep_duration_s: float = 3.0,
     directory_sizes: Sequence[int] = (),
     warmup_s: float = 1.0,
+    loop: str = DEFAULT_LOOP,
     say: Say = print,
 ) -> Results:
     sweeping = bool(sweep_rates or sweep_fractions)
@@ -200,10 +202,11 @@ def run(
             "directory_sizes": list(directory_sizes),
             "warmup_s": warmup_s,
             "python": sys.version.split()[0],
+            "loop": loop,
         },
     )
     say(f"starting PostgreSQL, the upstream and {len(variants)} edges in {workdir}")
-    with Stack(workdir, variants) as stack:
+    with Stack(workdir, variants, loop=loop) as stack:
         for scenario in scenarios:
             check(stack, scenario)
             results.summaries[scenario.name] = Summary(scenario.name, scenario.title, scenario.variant, scenario.kind)

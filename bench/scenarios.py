@@ -62,7 +62,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("envoy_proxy_2k", "Envoy alone, POST 2 KB proxied", "noop1", "envoy", webhooks.bypass_post, 200,
              "control"),
     *_with_workers(1),
-    Scenario("full_control", "sidecar, header-decided, no lookup (control-only view)", "full1", "header",
+    Scenario("full_control", "control-only view (Envoy routes it alone since the sidecar's issue-5 work)", "full1",
+             "header",
              webhooks.github_installation_view, 200, "control", floor="noop_headers", envoy="envoy_proxy"),
     *_with_workers(2),
 )  # fmt: skip

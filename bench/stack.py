@@ -35,6 +35,7 @@ from bench import webhooks
 from sidecar import config, db
 from sidecar.config import Settings
 from sidecar.directory.loader import load_directory
+from sidecar.wire.server import DEFAULT_LOOP
 from sidecar.xds.bootstrap import EXT_PROC_FILTER, render_bootstrap
 from sidecar.xds.envoy_binary import envoy_binary
 
@@ -248,7 +249,7 @@ def database(workdir: Path) -> Iterator[Database]:
 class Stack:
     """Everything of one run; ``with Stack(...) as stack`` starts it and stops it all."""
 
-    def __init__(self, workdir: Path, variants: Sequence[Variant], loop: str = "asyncio") -> None:
+    def __init__(self, workdir: Path, variants: Sequence[Variant], loop: str = DEFAULT_LOOP) -> None:
         self.workdir = workdir
         self.variants = variants
         self.loop = loop

@@ -19,15 +19,18 @@ T = TypeVar("T")
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
     from sidecar import app
+    from sidecar.wire import server
 
-    asyncio.run(app.up(settings, directory_file=args.directory, demo_upstreams=args.demo_upstreams))
+    main = app.up(settings, directory_file=args.directory, demo_upstreams=args.demo_upstreams)
+    server.run(main, loop=server.loop_from_env())  # uvloop unless SILO_ROUTER_LOOP=asyncio
     return 0
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from sidecar import app
+    from sidecar.wire import server
 
-    asyncio.run(app.serve(settings))
+    server.run(app.serve(settings), loop=server.loop_from_env())  # uvloop unless SILO_ROUTER_LOOP=asyncio
     return 0
 
 

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -208,19 +208,48 @@ def _one_of(value: str, allowed: frozenset[str]) -> str:
 
 # -- recording -------------------------------------------------------------------------------
 
+# The hot path (two or three calls per webhook) must not pay for ``labels()`` (validation, a lock,
+# a dict lookup) nor for the normalisation above on every call: each metric keeps its labelled
+# children in a dict keyed by the caller's raw values. A miss normalises (rule 2), asks
+# prometheus_client for the child and remembers it; the normalised label space is bounded by rule 2
+# and the raw keys by _CHILD_CACHE_LIMIT, so a bug feeding unbounded values costs time, not memory.
+_CHILD_CACHE_LIMIT: Final = 1024
+
+_Child = Any
+_REQUEST_CHILDREN: dict[tuple[str | None, str, int | None], _Child] = {}
+_PHASE_CHILDREN: dict[str, _Child] = {}
+_CACHE_CHILDREN: dict[str, _Child] = {}
+_ERROR_CHILDREN: dict[str, _Child] = {}
+_SHED_CHILDREN: dict[str | None, _Child] = {}
+_STORED_CHILDREN: dict[tuple[str | None, str], _Child] = {}
+
+
+def _remember(cache: dict[Any, _Child], key: Any, child: _Child) -> _Child:
+    if len(cache) < _CHILD_CACHE_LIMIT:
+        cache[key] = child
+    return child
+
 
 def record_request(
     provider: str | None, decision: DecisionLabel, status: int | None, seconds: float, phase: Phase
 ) -> None:
     """One decided request: ``status`` is what the sidecar answered (None when it routed the
     request and an upstream answers); ``seconds`` the time spent on the deciding message."""
-    REQUESTS.labels(provider_label(provider), _one_of(decision, DECISIONS), status_label(status)).inc()
+    key = (provider, decision, status)
+    child = _REQUEST_CHILDREN.get(key)
+    if child is None:
+        labels = (provider_label(provider), _one_of(decision, DECISIONS), status_label(status))
+        child = _remember(_REQUEST_CHILDREN, key, REQUESTS.labels(*labels))
+    child.inc()
     observe_phase(phase, seconds)
 
 
 def observe_phase(phase: Phase, seconds: float) -> None:
     """A message answered without a decision (the headers phase that asked for the body)."""
-    DECISION_SECONDS.labels(_one_of(phase, PHASES)).observe(max(seconds, 0.0))
+    child = _PHASE_CHILDREN.get(phase)
+    if child is None:
+        child = _remember(_PHASE_CHILDREN, phase, DECISION_SECONDS.labels(_one_of(phase, PHASES)))
+    child.observe(max(seconds, 0.0))
 
 
 def record_cache(result: CacheResult) -> None:
@@ -233,17 +262,25 @@ def record_directory_error() -> None:
 
 def observe_cache(event: str) -> None:
     """The directory cache's hook: a hit, negative hit or miss, or an error of the database behind it."""
-    if event == "error":
-        record_directory_error()
-    else:
-        DIRECTORY_CACHE.labels(_one_of(event, CACHE_RESULTS)).inc()
+    child = _CACHE_CHILDREN.get(event)
+    if child is None:
+        if event == "error":
+            record_directory_error()
+            return
+        child = _remember(_CACHE_CHILDREN, event, DIRECTORY_CACHE.labels(_one_of(event, CACHE_RESULTS)))
+    child.inc()
 
 
 def record_stored(provider: str | None, regions: Iterable[str]) -> None:
     """After the commit: one copy per region."""
-    label = provider_label(provider)
     for region in regions:
-        OUTBOX_STORED.labels(label, region_label(region)).inc()
+        key = (provider, region)
+        child = _STORED_CHILDREN.get(key)
+        if child is None:
+            child = _remember(
+                _STORED_CHILDREN, key, OUTBOX_STORED.labels(provider_label(provider), region_label(region))
+            )
+        child.inc()
 
 
 def record_delivered(provider: str | None, region: str) -> None:
@@ -272,12 +309,18 @@ def set_backlog(region: str, pending: int, oldest_age_seconds: float) -> None:
 
 
 def record_shed(provider: str | None) -> None:
-    SHED.labels(provider_label(provider)).inc()
+    child = _SHED_CHILDREN.get(provider)
+    if child is None:
+        child = _remember(_SHED_CHILDREN, provider, SHED.labels(provider_label(provider)))
+    child.inc()
 
 
 def record_error(reason: str) -> None:
     """``reason`` is a stable code: ``SiloError.code``, ``budget_exceeded``, ``internal_error``."""
-    ERRORS.labels(reason_label(reason)).inc()
+    child = _ERROR_CHILDREN.get(reason)
+    if child is None:
+        child = _remember(_ERROR_CHILDREN, reason, ERRORS.labels(reason_label(reason)))
+    child.inc()
 
 
 def set_xds_snapshot(version: int) -> None:

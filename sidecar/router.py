@@ -53,6 +53,7 @@ class Router:
     async def handle(self, req: Request, phase: Phase = "headers") -> Outcome | NeedBody:
         """Decide and perform; always an answer, within the budget. Records the request metrics."""
         started = time.perf_counter()
+        provider = provider_of(req.path)  # classified once: metrics and logs below reuse it
         stored = False
         try:
             async with self._deadlines.budget():  # asyncio.timeout without a timer per message
@@ -63,19 +64,19 @@ class Router:
                 stored = isinstance(decided, Store) and bool(decided.regions)
                 outcome = await self.perform(decided, req)
         except SiloError as exc:
-            outcome = self._failed(req, failure(exc.status, exc.code, exc.retry_after))
+            outcome = self._failed(req, provider, failure(exc.status, exc.code, exc.retry_after))
         except TimeoutError:
-            outcome = self._failed(req, failure(503, "budget_exceeded", 5))
+            outcome = self._failed(req, provider, failure(503, "budget_exceeded", 5))
         except Exception:
             # A bug must still produce an answer: a stream without one would hang the request.
-            log.exception("unexpected error while routing", extra=logs.fields(**_ids(req)))
-            outcome = self._failed(req, failure(500, "internal_error", None))
-        _record(req, outcome, stored, phase, time.perf_counter() - started)
+            log.exception("unexpected error while routing", extra=logs.fields(**_ids(req, provider)))
+            outcome = self._failed(req, provider, failure(500, "internal_error", None))
+        _record(provider, outcome, stored, phase, time.perf_counter() - started)
         return outcome
 
-    def _failed(self, req: Request, answer: Reply) -> Reply:
+    def _failed(self, req: Request, provider: str | None, answer: Reply) -> Reply:
         metrics.record_error(answer.reason)
-        log.warning("answered %s", answer.status, extra=logs.fields(reason=answer.reason, **_ids(req)))
+        log.warning("answered %s", answer.status, extra=logs.fields(reason=answer.reason, **_ids(req, provider)))
         return answer
 
     async def decide(self, req: Request) -> Decision | NeedBody:
@@ -107,12 +108,11 @@ def failure(status: int, code: str, retry_after: int | None) -> Reply:
     return Reply(status, code, headers=headers)
 
 
-def _ids(req: Request) -> dict[str, str | None]:
-    return {"request_id": req.header("x-request-id"), "provider": provider_of(req.path)}
+def _ids(req: Request, provider: str | None) -> dict[str, str | None]:
+    return {"request_id": req.header("x-request-id"), "provider": provider}
 
 
-def _record(req: Request, outcome: Outcome, stored: bool, phase: Phase, seconds: float) -> None:
-    provider = provider_of(req.path)
+def _record(provider: str | None, outcome: Outcome, stored: bool, phase: Phase, seconds: float) -> None:
     match outcome:
         case Control():
             metrics.record_request(provider, "control", None, seconds, phase)

@@ -20,7 +20,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -40,6 +40,8 @@ class Peek:
 
     header: Mapping[str, Any]
     claims: Mapping[str, Any]
+    decoded: _Parts | None = field(default=None, repr=False, compare=False)
+    """The decoded token, so ``verify_*`` given this Peek does not split and decode it again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +55,18 @@ class _Parts:
 def peek(token: str) -> Peek | None:
     """Header and claims of a compact JWS, unverified; None when it is not one."""
     parts = _split(token)
-    return None if parts is None else Peek(parts.header, parts.claims)
+    return None if parts is None else Peek(parts.header, parts.claims, parts)
 
 
-def verify_hs256(token: str, secret: str | bytes, *, now: float, leeway: float = 0.0) -> Mapping[str, Any] | None:
+def verify_hs256(
+    token: str | Peek, secret: str | bytes, *, now: float, leeway: float = 0.0
+) -> Mapping[str, Any] | None:
     """The claims when ``token`` is HS256-signed with ``secret`` and its time claims hold at ``now``.
 
-    An empty secret verifies nothing: anyone could sign with it.
+    ``token`` may be what ``peek`` returned for it (decoded once). An empty secret verifies
+    nothing: anyone could sign with it.
     """
-    parts = _split(token)
+    parts = _decoded(token)
     key = secret.encode("utf-8", "surrogatepass") if isinstance(secret, str) else secret
     if parts is None or not key or parts.header.get("alg") != "HS256":
         return None
@@ -72,12 +77,12 @@ def verify_hs256(token: str, secret: str | bytes, *, now: float, leeway: float =
 
 
 def verify_rs256(
-    token: str, public_key_pem: str | bytes, *, now: float, audience: str | None, leeway: float = 0.0
+    token: str | Peek, public_key_pem: str | bytes, *, now: float, audience: str | None, leeway: float = 0.0
 ) -> Mapping[str, Any] | None:
     """The claims when ``token`` is RS256-signed by the RSA key in ``public_key_pem``, its time
     claims hold at ``now`` and its ``aud`` names ``audience``. ``audience=None`` verifies nothing:
     an asymmetric token without an audience check could be replayed from any other app."""
-    parts = _split(token)
+    parts = _decoded(token)
     if parts is None or audience is None or parts.header.get("alg") != "RS256":
         return None
     key = _rsa_public_key(public_key_pem)
@@ -148,6 +153,10 @@ def query_hash(method: str, path: str, params: Iterable[tuple[str, str]]) -> str
 def _encode(text: str) -> str:
     # surrogatepass: a lone surrogate (from a mis-encoded query) must not raise.
     return quote(text.encode("utf-8", "surrogatepass"), safe="")
+
+
+def _decoded(token: str | Peek) -> _Parts | None:
+    return token.decoded if isinstance(token, Peek) else _split(token)
 
 
 def _split(token: str) -> _Parts | None:

@@ -62,11 +62,12 @@ class Resolution:
 
     integration: Integration | None = None
     organizations: tuple[Organization, ...] = ()
+    regions: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """Region names, de-duplicated and sorted: "first region" means alphabetically first.
+    Computed once here: parsers read it several times per request."""
 
-    @property
-    def regions(self) -> tuple[str, ...]:
-        """Region names, de-duplicated and sorted: "first region" means alphabetically first."""
-        return tuple(sorted({org.region for org in self.organizations}))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regions", tuple(sorted({org.region for org in self.organizations})))
 
 
 NOT_FOUND = Resolution()

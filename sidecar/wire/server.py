@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
-from collections.abc import Coroutine
+import os
+from collections.abc import Coroutine, Mapping
 from typing import Any, Final, Literal
 
 import grpc
@@ -19,7 +20,19 @@ EXT_PROC_SERVICE: Final[str] = ep.DESCRIPTOR.services_by_name["ExternalProcessor
 """``envoy.service.ext_proc.v3.ExternalProcessor``: also the gRPC health service name Envoy checks."""
 
 Loop = Literal["asyncio", "uvloop"]
-DEFAULT_LOOP: Final[Loop] = "asyncio"
+LOOPS: Final[tuple[Loop, ...]] = ("asyncio", "uvloop")
+DEFAULT_LOOP: Final[Loop] = "uvloop"
+"""uvloop when it is installed (a main dependency): −11…13 % sidecar CPU per request measured side
+by side with ``make bench`` (docs/performance.md); ``run`` falls back to asyncio without it."""
+LOOP_ENV: Final = "SILO_ROUTER_LOOP"
+"""``asyncio`` or ``uvloop``: the loop ``silo-router serve`` / ``up`` run on (unset: ``DEFAULT_LOOP``)."""
+
+
+def loop_from_env(environ: Mapping[str, str] = os.environ) -> Loop:
+    value = environ.get(LOOP_ENV) or DEFAULT_LOOP
+    if value not in LOOPS:
+        raise ValueError(f"{LOOP_ENV} must be one of {', '.join(LOOPS)}, not {value!r}")
+    return "uvloop" if value == "uvloop" else "asyncio"
 
 
 def options(max_message_bytes: int) -> list[tuple[str, Any]]:
@@ -51,10 +64,15 @@ def freeze_heap() -> None:
 
 
 def run(main: Coroutine[Any, Any, None], loop: Loop = DEFAULT_LOOP) -> None:
-    """``asyncio.run(main)`` on the chosen event loop."""
+    """``asyncio.run(main)`` on the chosen event loop; asyncio's own when uvloop cannot be imported
+    (a platform without a uvloop wheel, e.g. Windows)."""
     if loop == "uvloop":
-        uvloop = importlib.import_module("uvloop")  # optional: the `bench` extra installs it
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main)
-        return
+        try:
+            uvloop = importlib.import_module("uvloop")
+        except ImportError:
+            uvloop = None
+        if uvloop is not None:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(main)
+            return
     asyncio.run(main)

@@ -13,7 +13,10 @@ Two listeners share the clusters of ``resources.py``:
   3. Views whose parser reads the body get their own ``safe_regex`` route with a per-route
      ``BUFFERED`` override and an explicit ``request_body_buffer_limit``: a clean 413 above it.
      The ``mode_override`` alternative hangs above the buffer limit (§4, §6.10), so it is off.
-  4. Other ``/extensions/`` and ``/plugins/`` paths send headers only; every other path bypasses
+  4. Paths whose decision is "control" whatever the request (``/setup/`` and ``/link/`` views,
+     the control-only views of known providers) go to control without the sidecar
+     (``ExtProcPerRoute.disabled``): the same decision, without a gRPC stream per request.
+  5. Other ``/extensions/`` and ``/plugins/`` paths send headers only; every other path bypasses
      the sidecar (``ExtProcPerRoute.disabled``).
 
 * ``egress`` (``settings.envoy.egress``, loopback, no ext_proc) is how the delivery worker sends
@@ -295,7 +298,8 @@ def webhooks_listener(settings: Settings, providers: Mapping[str, ProviderSpec] 
 
 
 def webhook_routes(settings: Settings, providers: Mapping[str, ProviderSpec] = PROVIDERS) -> list[Route]:
-    """Regions, then body-reading views, then header-only prefixes, then the control catch-all."""
+    """Regions, then body-reading views, then control-only paths, then header-only prefixes, then
+    the control catch-all."""
     timeout = _route_timeout(settings)
     header_only = [
         Route(name=f"headers:{prefix.strip('/')}", match=RouteMatch(prefix=prefix), route=_to_control(timeout))
@@ -307,7 +311,43 @@ def webhook_routes(settings: Settings, providers: Mapping[str, ProviderSpec] = P
         route=_to_control(timeout),
         typed_per_filter_config={EXT_PROC_FILTER: pack(ExtProcPerRoute(disabled=True))},
     )
-    return [*region_routes(settings), *buffered_routes(settings, providers), *header_only, bypass]
+    return [
+        *region_routes(settings),
+        *buffered_routes(settings, providers),
+        *control_only_routes(settings, providers),
+        *header_only,
+        bypass,
+    ]
+
+
+SETUP_OR_LINK_REGEX: Final = "^" + EXTENSIONS_PREFIX + "(.*/)?(setup|link)/$"
+"""``classify``'s first rule: an ``/extensions/`` path ending in ``/setup/`` or ``/link/`` is control's."""
+
+
+def control_only_routes(settings: Settings, providers: Mapping[str, ProviderSpec] = PROVIDERS) -> list[Route]:
+    """Paths the sidecar would pass to control whatever the request, routed there by Envoy alone.
+
+    After the buffered routes (a body view's path keeps its buffering and its 413), so each route
+    only takes paths the sidecar decides "control" on: ``/setup/`` and ``/link/`` paths
+    (``classify``), then each control-only view of a known provider that no header-only view with
+    a handler precedes in its provider's order (the first matching view wins in the sidecar).
+    """
+    disabled = pack(ExtProcPerRoute(disabled=True))
+    timeout = _route_timeout(settings)
+
+    def route(name: str, regex: str) -> Route:
+        return Route(
+            name=name,
+            match=RouteMatch(safe_regex=RegexMatcher(regex=regex)),
+            route=_to_control(timeout),
+            typed_per_filter_config={EXT_PROC_FILTER: disabled},
+        )
+
+    routes = [route("control:setup_or_link", SETUP_OR_LINK_REGEX)]
+    routes += [
+        route(f"control:{spec.name}/{view.name}", spec.path_regex(view)) for spec, view in _control_views(providers)
+    ]
+    return routes
 
 
 def buffered_routes(settings: Settings, providers: Mapping[str, ProviderSpec] = PROVIDERS) -> list[Route]:
@@ -420,6 +460,15 @@ def _body_views(providers: Mapping[str, ProviderSpec]) -> Iterator[tuple[Provide
     for spec in providers.values():
         for view in spec.views:
             if view.needs_body:
+                yield spec, view
+
+
+def _control_views(providers: Mapping[str, ProviderSpec]) -> Iterator[tuple[ProviderSpec, View]]:
+    for spec in providers.values():
+        for view in spec.views:
+            if view.handler is not None and not view.needs_body:
+                break  # a header-only view may match a later view's paths first: leave those to the sidecar
+            if view.handler is None:
                 yield spec, view
 
 

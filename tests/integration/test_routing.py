@@ -16,7 +16,6 @@ from harness import Edge, running_edge
 pytestmark = [pytest.mark.db, pytest.mark.envoy]
 
 
-
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory, edge_database: str) -> Iterator[Edge]:
     with running_edge(tmp_path_factory.mktemp("edge"), edge_database) as running:
@@ -144,10 +143,39 @@ def test_unknown_view_of_known_provider_is_404(edge: Edge) -> None:
     assert edge.receivers() == []
 
 
+def decided_by_sidecar(edge: Edge) -> float:
+    """Requests the sidecar decided so far (``silo_router_requests_total``, every label)."""
+    text = edge.client.get(f"http://{edge.settings.sidecar.metrics}/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("silo_router_requests_total{")
+    )
+
+
 def test_control_only_view_and_other_paths_reach_control(edge: Edge) -> None:
     assert edge.client.get(edge.url + "/extensions/github/installation/5/").json()["upstream"] == "control"
     assert edge.client.get(edge.url + "/extensions/github/setup/").json()["upstream"] == "control"
     assert edge.client.get(edge.url + "/healthz").json()["upstream"] == "control"
+
+
+@pytest.mark.parametrize(
+    "path", ["/extensions/github/installation/5/?x=1", "/extensions/github/setup/", "/extensions/nope/x/link/"]
+)
+def test_control_only_paths_skip_the_sidecar_and_reach_control_unchanged(edge: Edge, path: str) -> None:
+    """Envoy decides these alone (no ext_proc stream); a spoofed route header is still stripped."""
+    counted = decided_by_sidecar(edge)
+    assert edge.client.get(edge.url + "/extensions/github/nope/").status_code == 404  # the sidecar's answer
+    before = decided_by_sidecar(edge)
+    assert before == counted + 1  # so the count below would see a stream
+    edge.clear()
+    headers = {"x-silo-route": "de", "x-silo-other": "1", "x-custom": "kept"}
+    response = edge.client.post(edge.url + path, content=b'{"a": 1}', headers=headers)
+    assert response.json()["upstream"] == "control"
+    received = edge.upstreams["control"].received[-1]
+    assert (received.target, received.body) == (path, b'{"a": 1}')
+    assert received.headers["x-custom"] == "kept"
+    assert not any(name.lower().startswith("x-silo-") for name in received.headers)
+    assert edge.receivers() == ["control"]
+    assert decided_by_sidecar(edge) == before
 
 
 def test_body_over_the_limit_is_413_promptly(edge: Edge, edge_database: str) -> None:

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from sidecar import config
 from sidecar.config import Settings
+from sidecar.core import Context, Control, Request, plan
 from sidecar.core.providers import PROVIDERS, ProviderSpec
 from sidecar.core.providers._spec import View
 from sidecar.errors import ConfigError
@@ -210,8 +211,12 @@ def test_region_routes_come_first_then_body_then_prefixes(name: str) -> None:
         assert route["route"]["cluster"] == f"region_{region}"
         assert per_route(route) is None
     assert all("headers" not in route["match"] for route in rest)
-    body, tail = rest[:-3], rest[-3:]
+    body = [route for route in rest if route["name"].startswith("body:")]
+    control_only = [route for route in rest if route["name"].startswith("control:")]
+    tail = rest[len(body) + len(control_only) :]
+    assert rest[: len(body)] == body and rest[len(body) : len(body) + len(control_only)] == control_only
     assert body and all(is_buffered(route) for route in body)
+    assert control_only and all(per_route(route) == DISABLED for route in control_only)
     assert [(route["name"], route["match"]) for route in tail] == [
         ("headers:extensions", {"prefix": "/extensions/"}),
         ("headers:plugins", {"prefix": "/plugins/"}),
@@ -231,7 +236,7 @@ def test_catch_all_bypasses_the_sidecar_and_prefixes_use_the_filter_default() ->
 @pytest.mark.parametrize("name", all_scenarios())
 def test_every_body_view_has_a_buffered_route_with_the_body_limit(name: str) -> None:
     settings_, _, tree = scenario(name)
-    buffered = {r["match"]["safe_regex"]["regex"]: r for r in routes(tree, "webhooks") if "safe_regex" in r["match"]}
+    buffered = {r["match"]["safe_regex"]["regex"]: r for r in routes(tree, "webhooks") if is_buffered(r)}
     assert len(buffered) == len(list(body_views())) > 0
     for spec, view in body_views():
         route = buffered[spec.path_regex(view)]
@@ -260,6 +265,38 @@ def test_envoy_buffers_where_the_parser_needs_the_body(spec: ProviderSpec, view:
     route = first_route(routes(demo()[2], "webhooks"), path, {})
     assert is_buffered(route), f"{path}: Envoy picks {route['name']}, which does not send the body"
     assert route["match"]["safe_regex"]["regex"] == spec.path_regex(matched.view)
+
+
+DISABLED = {"@type": URL_OF["ExtProcPerRoute"], "disabled": True}
+
+
+def control_routes() -> list[dict[str, Any]]:
+    return [route for route in routes(demo()[2], "webhooks") if route["name"].startswith("control:")]
+
+
+def test_control_only_paths_bypass_the_sidecar() -> None:
+    """Setup/link paths and control-only views of known providers: Envoy sends them to control alone."""
+    names = {route["name"] for route in control_routes()}
+    assert "control:setup_or_link" in names and "control:github/installation" in names
+    route_list = routes(demo()[2], "webhooks")
+    for path in ("/extensions/github/installation/5/", "/extensions/github/setup/", "/extensions/nope/x/link/"):
+        route = first_route(route_list, path, {})
+        assert route["name"].startswith("control:") and per_route(route) == DISABLED
+        assert route["route"]["cluster"] == "control"
+    # Header-decided views keep the sidecar; a control-only view after one is left to it.
+    for path in ("/extensions/jira/issue/ABC-1/", "/extensions/jira/issue-details/ABC-1/", "/extensions/nope/x/"):
+        assert first_route(route_list, path, {})["name"] == "headers:extensions"
+
+
+@pytest.mark.parametrize("route", [pytest.param(r, id=r["name"]) for r in control_routes()])
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_envoy_bypasses_only_where_the_sidecar_decides_control(route: dict[str, Any], data: Any) -> None:
+    """Paths Envoy sends to control without the sidecar are paths the sidecar passes to control."""
+    path = data.draw(st.from_regex(route["match"]["safe_regex"]["regex"], fullmatch=True, alphabet=PATH_CHARS))
+    picked = first_route(routes(demo()[2], "webhooks"), path, {})
+    if picked["name"].startswith("control:"):
+        assert isinstance(plan(Request("GET", path), Context()), Control), f"{path}: the sidecar would decide"
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,7 @@ def authenticated(on_found_for: Callable[[Request, Mapping[str, str]], OnFound])
 
             def shared_secret_signed(integration: Integration) -> bool:
                 secret = integration.metadata.get("shared_secret")
-                claims = jwt.verify_hs256(token, secret, now=ctx.now) if isinstance(secret, str) else None
+                claims = jwt.verify_hs256(peeked, secret, now=ctx.now) if isinstance(secret, str) else None
                 return claims is not None and claims.get("qsh") == qsh
 
             return _identify(issuer, shared_secret_signed, on_found, ctx)
@@ -75,7 +75,7 @@ def authenticated(on_found_for: Callable[[Request, Mapping[str, str]], OnFound])
             return INVALID_JWT
 
         def with_key(pem: str | None) -> Step:
-            claims = jwt.verify_rs256(token, pem, now=ctx.now, audience=ctx.jira_audience) if pem else None
+            claims = jwt.verify_rs256(peeked, pem, now=ctx.now, audience=ctx.jira_audience) if pem else None
             if claims is None or claims.get("qsh") != qsh:
                 return INVALID_JWT
             return _identify(issuer, lambda integration: True, on_found, ctx)

@@ -29,7 +29,7 @@ def _issue_updated(req: Request, params: Mapping[str, str], ctx: Context) -> Ste
     token = params.get("token", "")
     peeked = jwt.peek(token)
     external_id = id_text(peeked.claims.get("id")) if peeked else None
-    if external_id is None:
+    if peeked is None or external_id is None:
         return UNVERIFIED
 
     def on_found(integration: Integration, resolution: Resolution) -> Decision:
@@ -48,7 +48,7 @@ def _issue_updated(req: Request, params: Mapping[str, str], ctx: Context) -> Ste
         integration = resolution.integration
         if integration is not None:
             secret = integration.metadata.get("webhook_secret")
-            if not isinstance(secret, str) or jwt.verify_hs256(token, secret, now=ctx.now) is None:
+            if not isinstance(secret, str) or jwt.verify_hs256(peeked, secret, now=ctx.now) is None:
                 return UNVERIFIED
         return lookup.then(resolution)
 

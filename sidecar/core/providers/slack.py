@@ -210,10 +210,11 @@ def webhook(provider: str, read: Reader, narrow: Narrower, *, is_action: bool = 
     """One of the four signed webhook views (action, commands, event, options-load)."""
 
     def handle(req: Request, params: Mapping[str, str], ctx: Context) -> Step:
-        if dig(req.json(), "type") == "url_verification":
+        payload = req.json()  # parsed once: the Events API reader below reuses it
+        if dig(payload, "type") == "url_verification":
             # https://api.slack.com/events/url_verification: control's view answers the challenge.
             return Control("url_verification")
-        data = read(req)
+        data = (payload if isinstance(payload, dict) else {}) if read is _json_body else read(req)
         refused = authenticate(provider, req, data, ctx)
         if refused is not None:
             return refused
