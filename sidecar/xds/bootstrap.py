@@ -80,6 +80,8 @@ with warnings.catch_warnings():
         GrpcService,
         GrpcServiceEnvoyGrpc,
         Http2ProtocolOptions,
+        HttpProtocolOptions,
+        HttpProtocolOptionsHeadersWithUnderscoresAction,
         Node,
         SubstitutionFormatString,
         TypedExtensionConfig,
@@ -282,6 +284,11 @@ def webhooks_listener(settings: Settings, providers: Mapping[str, ProviderSpec] 
         # of the path (no "/extensions//github/./webhook/" slipping past a route regex).
         normalize_path=True,
         merge_slashes=True,
+        # `x_silo_route` is not stripped by the x-silo- prefix match, yet CGI/WSGI servers in a region
+        # fold it into HTTP_X_SILO_ROUTE like ours: drop every header name with an underscore.
+        common_http_protocol_options=HttpProtocolOptions(
+            headers_with_underscores_action=HttpProtocolOptionsHeadersWithUnderscoresAction.DROP_HEADER
+        ),
         # Longer than the route timeout, so a slow upstream still ends as the route's 504, yet far
         # below the 5-minute default that a stalled BUFFERED stream would otherwise hold
         # (envoy-notes §4: "Set stream_idle_timeout / request_timeout to bound any stall").

@@ -66,13 +66,6 @@ def test_the_unspoofed_request_has_its_expected_effect(route: str, hostile_edge:
     assert check(outcome, expect, hostile_edge.upstreams, security_database, nonce) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (sidecar/xds/bootstrap.py): Envoy forwards header names with underscores, and the early "
-    "x-silo-* strip matches only the hyphenated spelling; WSGI/CGI servers fold `x_silo_route` into "
-    "HTTP_X_SILO_ROUTE, so a region cannot tell it from ours. Fix: HCM common_http_protocol_options "
-    "headers_with_underscores_action: DROP_HEADER (or REJECT_REQUEST).",
-)
 @pytest.mark.parametrize("route", ["slack-event", "github-push"])
 def test_underscore_spellings_of_internal_headers_never_reach_a_region(
     route: str, hostile_edge: Edge, security_database: str
