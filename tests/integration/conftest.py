@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from harness import loaded_schema
 
 from sidecar import db
 from sidecar.directory.loader import load_directory
@@ -46,16 +43,8 @@ def prepare(url: str) -> None:
 @pytest.fixture(scope="session")
 def edge_database(server_url: str) -> Iterator[str]:
     """A schema of its own (other tests truncate theirs), migrated and loaded with DIRECTORY."""
-    schema = f"silo_edge_{os.getpid()}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    url = make_conninfo(server_url, options=f"-c search_path={schema}")
-    try:
-        prepare(url)
+    with loaded_schema(server_url, "edge", DIRECTORY) as url:
         yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture

@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import yaml
 
-from sidecar import config
+from sidecar import config, db
 from sidecar.config import Settings
 from sidecar.demo import UpstreamServer
+from sidecar.directory.loader import load_directory
 from sidecar.proxy import EnvoyProcess
 
 
@@ -164,3 +165,30 @@ def running_edge(
             sidecar.stop()
         for server in upstreams.values():
             server.stop()
+
+
+@contextmanager
+def loaded_schema(server_url: str, name: str, directory: Mapping[str, Any]) -> Iterator[str]:
+    """A schema of its own on ``server_url`` (other tests truncate theirs), migrated and loaded with
+    ``directory``; dropped afterwards. Yields its URL."""
+    import asyncio
+
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    schema = f"silo_{name}_{os.getpid()}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    url = make_conninfo(server_url, options=f"-c search_path={schema}")
+
+    async def prepare() -> None:
+        await db.migrate(url)
+        await load_directory(url, directory)
+
+    try:
+        asyncio.run(prepare())
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -18,13 +17,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from delivery_fakes import RecordingServer
-from harness import Edge, running_edge
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from harness import Edge, loaded_schema, running_edge
 
-from sidecar import db
 from sidecar.demo import Received, UpstreamServer
-from sidecar.directory.loader import load_directory
 from sidecar.outbox.commands import deliver_once
 
 pytestmark = [pytest.mark.db, pytest.mark.envoy]
@@ -53,24 +48,9 @@ DIRECTORY = {
 
 @pytest.fixture(scope="module")
 def database(server_url: str) -> Iterator[str]:
-    """A schema of this module's own, migrated and loaded with DIRECTORY."""
-    import asyncio
-
-    schema = f"silo_delivery_{os.getpid()}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    url = make_conninfo(server_url, options=f"-c search_path={schema}")
-
-    async def prepare() -> None:
-        await db.migrate(url)
-        await load_directory(url, DIRECTORY)
-
-    try:
-        asyncio.run(prepare())
+    """A schema of its own, migrated and loaded with DIRECTORY."""
+    with loaded_schema(server_url, "delivery", DIRECTORY) as url:
         yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ leaves the region table as it found it.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -23,14 +22,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from harness import Edge, running_edge
+from harness import Edge, loaded_schema, running_edge
 from prometheus_client.parser import text_string_to_metric_families
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
-from sidecar import db
 from sidecar.demo import UpstreamServer
-from sidecar.directory.loader import load_directory
 
 pytestmark = [pytest.mark.db, pytest.mark.envoy]
 
@@ -52,22 +47,9 @@ DIRECTORY = {
 
 @pytest.fixture(scope="module")
 def xds_database(server_url: str) -> Iterator[str]:
-    """A schema of its own: the sidecar seeds the region table with this module's upstream ports."""
-    schema = f"silo_xds_{os.getpid()}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    url = make_conninfo(server_url, options=f"-c search_path={schema}")
-
-    async def prepare() -> None:
-        await db.migrate(url)
-        await load_directory(url, DIRECTORY)
-
-    try:
-        asyncio.run(prepare())
+    """A schema of its own, migrated and loaded with DIRECTORY."""
+    with loaded_schema(server_url, "xds", DIRECTORY) as url:
         yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture(scope="module")

@@ -3,46 +3,25 @@ fail-closed, with every provider's secrets configured and the security directory
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
-from harness import Edge, running_edge
+from harness import Edge, loaded_schema, running_edge
 from hostile import SECRETS, SECURITY_DIRECTORY, SENT
-
-from sidecar import db
-from sidecar.directory.loader import load_directory
 
 
 @pytest.fixture(scope="session")
 def security_database(server_url: str) -> Iterator[str]:
-    """A schema of its own, migrated, with SECURITY_DIRECTORY loaded."""
-    schema = f"silo_security_{os.getpid()}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    url = make_conninfo(server_url, options=f"-c search_path={schema}")
-
-    async def prepare() -> None:
-        await db.migrate(url)
-        await load_directory(url, SECURITY_DIRECTORY)
-
-    try:
-        asyncio.run(prepare())
+    """A schema of its own, migrated and loaded with SECURITY_DIRECTORY."""
+    with loaded_schema(server_url, "security", SECURITY_DIRECTORY) as url:
         yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture(scope="session")
