@@ -57,10 +57,16 @@ class LiveSettings:
     regions: Callable[[], frozenset[str]] | None = None
     """xds mode: the regions Envoy routes (``ControlPlane.known_regions``), not the file's."""
 
+    _loaded: Settings | None = field(default=None, repr=False)
+    _file_regions: frozenset[str] = field(default=frozenset(), repr=False)
+
     def context(self) -> Context:
+        """Called once per request: only the clock is read here, the rest is derived once per load."""
         s = self.current
-        regions = s.region_names if self.regions is None else self.regions()
-        return Context(now=time.time(), secrets=s.secrets, regions=regions, shed=s.shed, jira_audience=s.public_url)
+        if s is not self._loaded:  # ``region_names`` builds a frozenset per call
+            self._loaded, self._file_regions = s, s.region_names
+        regions = self._file_regions if self.regions is None else self.regions()
+        return Context(time.time(), s.secrets, regions, s.shed, s.public_url)
 
     def reload_if_changed(self) -> bool:
         source = self.current.source
@@ -252,6 +258,5 @@ def _start_demo_upstreams(settings: Settings, announce: Callable[[str], None]) -
     """Tiny upstreams that say what reached them, so the demo shows where each webhook landed."""
     targets = {"control": settings.control, **settings.regions}
     return [
-        UpstreamServer(name, address.host, address.port, announce=announce).start()
-        for name, address in targets.items()
+        UpstreamServer(name, address.host, address.port, announce=announce).start() for name, address in targets.items()
     ]

@@ -25,9 +25,10 @@ class Deadlines:
         self._scopes: set[_Scope] = set()
         self._watchdog: asyncio.Task[None] | None = None
 
-    def budget(self) -> _Scope:
-        """``async with deadlines.budget():`` raises ``TimeoutError`` once ``seconds`` have passed."""
-        return _Scope(self)
+    def budget(self, seconds: float | None = None) -> _Scope:
+        """``async with deadlines.budget():`` raises ``TimeoutError`` once ``seconds`` (default: the
+        one given to the constructor) have passed."""
+        return _Scope(self, self.seconds if seconds is None else seconds)
 
     def _enter(self, scope: _Scope, loop: asyncio.AbstractEventLoop) -> None:
         self._scopes.add(scope)
@@ -55,10 +56,11 @@ class Deadlines:
 
 
 class _Scope:
-    __slots__ = ("_cancelling", "_owner", "_task", "deadline", "expired")
+    __slots__ = ("_cancelling", "_owner", "_seconds", "_task", "deadline", "expired")
 
-    def __init__(self, owner: Deadlines) -> None:
+    def __init__(self, owner: Deadlines, seconds: float) -> None:
         self._owner = owner
+        self._seconds = seconds
         self._task: asyncio.Task[object] | None = None
         self._cancelling = 0
         self.deadline = 0.0
@@ -71,7 +73,7 @@ class _Scope:
         loop = task.get_loop()
         self._task = task
         self._cancelling = task.cancelling()
-        self.deadline = loop.time() + self._owner.seconds
+        self.deadline = loop.time() + self._seconds
         self._owner._enter(self, loop)
         return self
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Literal
 
 from sidecar import logs, metrics
 from sidecar.budget import Deadlines
 from sidecar.core import Context, Control, Decision, FetchKey, Forward, Lookup, NeedBody, Reply, Request, Store, plan
-from sidecar.core.classify import provider_of
+from sidecar.core.classify import Classification, classify, provider_named
 from sidecar.directory.base import Directory
+from sidecar.directory.cache import CachedDirectory
 from sidecar.errors import SiloError
 from sidecar.keysource import KeySource
 from sidecar.outbox.base import Outbox
@@ -49,20 +51,22 @@ class Router:
         self.budget_s = budget_s
         """Answer within this, so Envoy's per-message timeout (a 504) never fires first."""
         self._deadlines = Deadlines(budget_s)
+        # The cache answers warm lookups without I/O; any other directory is always awaited.
+        self._cached = directory.cached if isinstance(directory, CachedDirectory) else None
 
     async def handle(self, req: Request, phase: Phase = "headers") -> Outcome | NeedBody:
         """Decide and perform; always an answer, within the budget. Records the request metrics."""
         started = time.perf_counter()
-        provider = provider_of(req.path)  # classified once: metrics and logs below reuse it
+        route = classify(req.path)  # once: the core, the metrics and the logs below share it
+        provider = provider_named(route)
         stored = False
         try:
-            async with self._deadlines.budget():  # asyncio.timeout without a timer per message
-                decided = await self.decide(req)
-                if isinstance(decided, NeedBody):
-                    metrics.observe_phase(phase, time.perf_counter() - started)
-                    return decided
-                stored = isinstance(decided, Store) and bool(decided.regions)
-                outcome = await self.perform(decided, req)
+            decided = await self.decide(req, route, started)
+            if isinstance(decided, NeedBody):
+                metrics.observe_phase(phase, time.perf_counter() - started)
+                return decided
+            stored = isinstance(decided, Store) and bool(decided.regions)
+            outcome = await self.perform(decided, req, started)
         except SiloError as exc:
             outcome = self._failed(req, provider, failure(exc.status, exc.code, exc.retry_after))
         except TimeoutError:
@@ -79,26 +83,46 @@ class Router:
         log.warning("answered %s", answer.status, extra=logs.fields(reason=answer.reason, **_ids(req, provider)))
         return answer
 
-    async def decide(self, req: Request) -> Decision | NeedBody:
-        """Run the core and its effects (no outbox write): also what ``explain`` shows."""
-        step = plan(req, self.context())
+    def _budget(self, started: float) -> AbstractAsyncContextManager[object]:
+        """What is left of this message's budget, for one wait: a message's effects share it."""
+        return self._deadlines.budget(self.budget_s - (time.perf_counter() - started))
+
+    async def decide(
+        self, req: Request, route: Classification | None = None, started: float | None = None
+    ) -> Decision | NeedBody:
+        """Run the core and its effects (no outbox write): also what ``explain`` shows.
+
+        Only an effect that has to wait (a cache miss, a key fetch) runs under the budget: a warm
+        lookup is answered in place, without a timer scope or a coroutine per step.
+        """
+        started = time.perf_counter() if started is None else started
+        step = plan(req, self.context(), route)
         for _ in range(MAX_EFFECTS):
             match step:
                 case Lookup(keys=keys, then=then):
-                    step = then(await self.directory.resolve(keys))
+                    resolution = self._cached(keys) if self._cached is not None else None
+                    if resolution is None:
+                        async with self._budget(started):
+                            resolution = await self.directory.resolve(keys)
+                    step = then(resolution)
                 case FetchKey(source=source, kid=kid, then=then_key):
-                    key = await self.keys.public_key(source, kid) if self.keys is not None else None
+                    key = None
+                    if self.keys is not None:
+                        async with self._budget(started):
+                            key = await self.keys.public_key(source, kid)
                     step = then_key(key)
                 case _:
                     return step
         raise RuntimeError("parser chained too many effects")
 
-    async def perform(self, decision: Decision, req: Request) -> Outcome:
+    async def perform(self, decision: Decision, req: Request, started: float | None = None) -> Outcome:
         if not isinstance(decision, Store):
             return decision
         if not decision.regions:
             return Reply(decision.reply_status, "nothing_to_store")
-        await self.outbox.enqueue(decision, req)  # raises OutboxUnavailable: 503, never 202
+        started = time.perf_counter() if started is None else started
+        async with self._budget(started):
+            await self.outbox.enqueue(decision, req)  # raises OutboxUnavailable: 503, never 202
         metrics.record_stored(decision.provider, decision.regions)
         return Reply(decision.reply_status, decision.reason, decision.reply_body, decision.reply_headers)
 

@@ -12,7 +12,6 @@ token names), verify the signature over ``<header>.<payload>``, then the claims 
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -21,6 +20,8 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
@@ -31,31 +32,27 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 MAX_TOKEN_LENGTH = 16_384
 """Atlassian tokens are well under 2 KiB; anything longer is refused before any decoding."""
 MIN_RSA_BITS = 2048
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_JSON = json.JSONDecoder()
 
 
 @dataclass(frozen=True, slots=True)
 class Peek:
-    """A token's header and claims, decoded but NOT verified: use them to find the key only."""
+    """A token's header and claims, decoded but NOT verified: use them to find the key only.
+
+    It also keeps what ``verify_*`` needs (the signed bytes and the signature), so a token that
+    was peeked at is verified without being split and decoded a second time."""
 
     header: Mapping[str, Any]
     claims: Mapping[str, Any]
-    decoded: _Parts | None = field(default=None, repr=False, compare=False)
-    """The decoded token, so ``verify_*`` given this Peek does not split and decode it again."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Parts:
-    header: dict[str, Any]
-    claims: dict[str, Any]
-    signing_input: bytes
-    signature: bytes
+    signing_input: bytes = field(default=b"", repr=False, compare=False)
+    signature: bytes = field(default=b"", repr=False, compare=False)
 
 
 def peek(token: str) -> Peek | None:
     """Header and claims of a compact JWS, unverified; None when it is not one."""
-    parts = _split(token)
-    return None if parts is None else Peek(parts.header, parts.claims, parts)
+    return _split(token)
 
 
 def verify_hs256(
@@ -70,7 +67,7 @@ def verify_hs256(
     key = secret.encode("utf-8", "surrogatepass") if isinstance(secret, str) else secret
     if parts is None or not key or parts.header.get("alg") != "HS256":
         return None
-    expected = hmac.new(key, parts.signing_input, hashlib.sha256).digest()
+    expected = hmac.digest(key, parts.signing_input, "sha256")
     if not hmac.compare_digest(expected, parts.signature):
         return None
     return parts.claims if times_valid(parts.claims, now, leeway) else None
@@ -138,7 +135,7 @@ def canonical_request(method: str, path: str, params: Iterable[tuple[str, str]])
     for name, value in params:
         if name != "jwt":
             values.setdefault(_encode(name), []).append(_encode(value))
-    query = "&".join(f"{name}={','.join(sorted(values[name]))}" for name in sorted(values))
+    query = "&".join(f"{name}={','.join(sorted(values[name]))}" for name in sorted(values)) if values else ""
     return f"{method.upper()}&{uri}&{query}"
 
 
@@ -155,25 +152,28 @@ def _encode(text: str) -> str:
     return quote(text.encode("utf-8", "surrogatepass"), safe="")
 
 
-def _decoded(token: str | Peek) -> _Parts | None:
-    return token.decoded if isinstance(token, Peek) else _split(token)
+def _decoded(token: str | Peek) -> Peek | None:
+    return token if isinstance(token, Peek) else _split(token)
 
 
-def _split(token: str) -> _Parts | None:
+def _split(token: str) -> Peek | None:
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         return None
     head, body, sig = token.split(".")
-    if not all(_SEGMENT.fullmatch(part) for part in (head, body, sig)):
+    if not _TOKEN.fullmatch(token):
         return None
-    header, claims, signature = _json_object(head), _json_object(body), _b64(sig)
+    header, claims, signature = _header(head), _json_object(body), _b64(sig)
     if header is None or claims is None or signature is None:
         return None
-    return _Parts(header, claims, f"{head}.{body}".encode("ascii"), signature)
+    return Peek(header, claims, f"{head}.{body}".encode("ascii"), signature)
 
 
 def _b64(segment: str) -> bytes | None:
+    # a2b_base64 of the translated segment is base64.urlsafe_b64decode without its Python layers;
+    # _TOKEN already admitted only the URL-safe alphabet, so the translation cannot let a "+" in.
     try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        padded = segment + "=" * (-len(segment) % 4)
+        return binascii.a2b_base64(padded.encode("ascii").translate(_FROM_URLSAFE))  # bytes.translate: C
     except (binascii.Error, ValueError):
         return None
 
@@ -183,10 +183,18 @@ def _json_object(segment: str) -> dict[str, Any] | None:
     if not raw:
         return None
     try:
-        value = json.loads(raw)
+        value = _JSON.decode(raw.decode("utf-8"))  # json.loads(bytes) would first sniff the encoding
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
+
+
+@lru_cache(maxsize=32)
+def _header(segment: str) -> Mapping[str, Any] | None:
+    """A JOSE header, decoded once per distinct segment: an issuer signs every token with the same
+    header (``{"alg":"HS256","typ":"JWT"}``), only the claims change. Read-only for the callers."""
+    value = _json_object(segment)
+    return None if value is None else MappingProxyType(value)
 
 
 def _number(value: Any) -> float | None:

@@ -11,7 +11,7 @@ Shedding is applied here, once, to every Store: a shed webhook is never stored (
 
 from __future__ import annotations
 
-from sidecar.core.classify import IntegrationRoute, PassThrough, PluginRoute, classify
+from sidecar.core.classify import Classification, IntegrationRoute, PassThrough, PluginRoute, classify
 from sidecar.core.context import Context
 from sidecar.core.decision import Control, Decision, FetchKey, Lookup, NeedBody, Reply, Step, Store
 from sidecar.core.request import Request
@@ -19,8 +19,10 @@ from sidecar.core.request import Request
 RETRY_AFTER_SHED = (("retry-after", "60"),)
 
 
-def plan(req: Request, ctx: Context) -> Step:
-    route = classify(req.path)
+def plan(req: Request, ctx: Context, route: Classification | None = None) -> Step:
+    """``route`` is ``classify(req.path)`` when the caller has it already (the router does)."""
+    if route is None:
+        route = classify(req.path)
     match route:
         case PassThrough(reason=reason):
             return Control(reason)
@@ -46,6 +48,8 @@ def needs_body(req: Request) -> bool:
 
 
 def _shed_checked(step: Step, ctx: Context) -> Step:
+    if not ctx.shed:  # the usual case: no rule, nothing to wrap
+        return step
     if isinstance(step, Lookup):
         inner = step.then
         return Lookup(step.keys, lambda resolution: _shed(inner(resolution), ctx))

@@ -42,7 +42,7 @@ class Request:
         return Request(self.method, self.path, self.query, self.headers, body)
 
     def query_params(self) -> list[tuple[str, str]]:
-        return parse_qsl(self.query, keep_blank_values=True)
+        return parse_qsl(self.query, keep_blank_values=True) if self.query else []
 
     def query_param(self, name: str) -> str | None:
         for key, value in self.query_params():

@@ -87,6 +87,29 @@ class CachedDirectory:
                 return resolution
         return NOT_FOUND
 
+    def cached(self, keys: tuple[LookupKey, ...]) -> Resolution | None:
+        """``resolve(keys)`` when the cache alone can answer it (no I/O, nothing awaited), else None.
+
+        The hot path: a warm webhook is decided without a coroutine. Entries are only checked
+        first, so a lookup that then needs the database has not counted its hits twice."""
+        if len(keys) == 1:  # most parsers look up one key: one pass
+            resolution = self._lookup(keys[0])
+            return resolution if resolution is None or _found(resolution) else NOT_FOUND
+        now = self._clock()
+        for key in keys:
+            entry = self._entries.get(key)
+            if entry is None or entry.expires_at <= now:
+                return None
+            if _found(entry.resolution):
+                break
+        for key in keys:
+            resolution = self._lookup(key)
+            if resolution is None:  # expired between the two passes (a clock tick): ask again
+                return None
+            if _found(resolution):
+                return resolution
+        return NOT_FOUND
+
     def invalidate_all(self) -> None:
         """Forget every entry (a directory table changed)."""
         self._entries.clear()

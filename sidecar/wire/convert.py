@@ -21,7 +21,8 @@ Phase = str  # "request_headers" | "request_body": the oneof field a response mu
 
 def to_request(headers: ep.HttpHeaders) -> Request:
     """Headers phase → Request. The body is ``b""`` when Envoy says none follows, else None."""
-    fields = {h.key: h.raw_value.decode("latin-1") if h.raw_value else h.value for h in headers.headers.headers}
+    # Envoy 1.40 fills raw_value; older ones (and an empty value) leave it empty: then value.
+    fields = {h.key: h.raw_value.decode("latin-1") or h.value for h in headers.headers.headers}
     target = fields.get(":path", "/")
     path, _, query = target.partition("?")
     method = fields.get(":method", "GET")

@@ -10,7 +10,7 @@ import sidecar.core
 CORE = Path(sidecar.core.__file__).parent
 ALLOWED_TOP = {
     "__future__", "base64", "binascii", "collections", "dataclasses", "enum", "functools", "hashlib", "hmac",
-    "json", "math", "re", "string", "typing", "urllib", "sidecar", "jwt", "cryptography", "itertools",
+    "json", "math", "re", "string", "typing", "types", "urllib", "sidecar", "jwt", "cryptography", "itertools",
 }  # fmt: skip
 FORBIDDEN = {"grpc", "psycopg", "psycopg_pool", "socket", "asyncio", "httpx", "os", "time", "subprocess", "envoy"}
 

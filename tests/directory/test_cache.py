@@ -206,3 +206,20 @@ async def test_an_answer_read_before_an_invalidation_is_not_stored() -> None:
 def test_max_entries_must_be_positive() -> None:
     with pytest.raises(ValueError):
         CachedDirectory(Inner(), max_entries=0)
+
+
+async def test_cached_answers_warm_lookups_only_and_counts_each_hit_once() -> None:
+    other = ByExternalId("github", "1")
+    inner = Inner({KEY: GH})
+    cache, clock = make(inner)
+    assert cache.cached((KEY,)) is None  # cold: the caller must await resolve
+    assert (cache.hits, cache.misses) == (0, 0)
+    await cache.resolve((other,))  # a cached "not found"
+    await cache.resolve((KEY,))
+    assert cache.cached((other, KEY)) == GH  # negative first key, found second: both from the cache
+    assert cache.cached((other,)) == NOT_FOUND
+    assert (cache.hits, cache.negative_hits) == (3, 2)
+    clock.now += 10.0  # the negative entry expired: the pair needs the database again
+    assert cache.cached((other, KEY)) is None
+    assert (cache.hits, cache.negative_hits) == (3, 2)  # nothing counted for a lookup it could not answer
+    assert len(inner.calls) == 2

@@ -43,6 +43,12 @@ SEARCH = View("search", r"search/(?P<organization>[^/]+)/(?P<integration_id>[^/]
 """The control-only search view most providers mount (``search/<organization>/<integration_id>/``)."""
 
 
+MATCH_CACHE = 4096
+"""Paths remembered per provider; ids in paths (Jira issue keys) make the set unbounded."""
+MATCH_CACHE_PATH = 256
+"""Longer paths are matched every time: the cache must stay small whatever clients send."""
+
+
 @dataclass(frozen=True, slots=True)
 class ViewMatch:
     view: View
@@ -63,15 +69,47 @@ class ProviderSpec:
     unmatched: Decision = field(default_factory=lambda: Reply(404, "no_such_view"))
     """Answer for a path under the prefix that matches no view (Django's Resolver404)."""
     _compiled: tuple[tuple[re.Pattern[str], View], ...] = field(init=False, repr=False, compare=False)
+    _by_segment: Mapping[str, tuple[tuple[re.Pattern[str], View], ...]] = field(init=False, repr=False, compare=False)
+    """First path segment after the prefix → the views that can match it, in view order."""
+    _generic: tuple[tuple[re.Pattern[str], View], ...] = field(init=False, repr=False, compare=False)
+    """The views whose pattern does not start with a literal segment, in view order."""
+    _matches: dict[str, ViewMatch | None] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.prefix:
             object.__setattr__(self, "prefix", f"/extensions/{self.name.replace('_', '-')}/")
         compiled = tuple((re.compile(re.escape(self.prefix) + v.pattern + r"\Z"), v) for v in self.views)
         object.__setattr__(self, "_compiled", compiled)
+        # A view whose pattern starts with a literal segment can only match paths with that
+        # segment: a request tries those views (and the ones without a literal start, in their
+        # order) instead of every view. Same first match as trying them all.
+        literal = [(_literal_segment(view.pattern), pair) for view, pair in zip(self.views, compiled, strict=True)]
+        by_segment = {
+            segment: tuple(pair for first, pair in literal if first in (segment, None))
+            for segment in {first for first, _ in literal if first is not None}
+        }
+        object.__setattr__(self, "_by_segment", by_segment)
+        object.__setattr__(self, "_generic", tuple(pair for first, pair in literal if first is None))
 
     def match(self, path: str) -> ViewMatch | None:
-        for regex, view in self._compiled:
+        """The first view whose pattern matches ``path``; remembered per path, as most webhooks of
+        a provider arrive on a handful of paths (bounded: cleared when full)."""
+        try:
+            return self._matches[path]
+        except KeyError:
+            pass
+        found = self._match(path)
+        if len(path) <= MATCH_CACHE_PATH:
+            if len(self._matches) >= MATCH_CACHE:
+                self._matches.clear()
+            self._matches[path] = found
+        return found
+
+    def _match(self, path: str) -> ViewMatch | None:
+        if not path.startswith(self.prefix):
+            return None
+        segment = path[len(self.prefix) :].partition("/")[0]
+        for regex, view in self._by_segment.get(segment, self._generic):
             found = regex.match(path)
             if found:
                 return ViewMatch(view, found.groupdict())
@@ -80,6 +118,15 @@ class ProviderSpec:
     def path_regex(self, view: View) -> str:
         """The full-path regex of ``view``, for Envoy's ``safe_regex`` route match."""
         return "^" + re.escape(self.prefix) + view.pattern + "$"
+
+
+_LITERAL_START = re.compile(r"([A-Za-z0-9_-]+)(?:/|\Z)")
+
+
+def _literal_segment(pattern: str) -> str | None:
+    """``"issue"`` for ``r"issue/(?P<key>[^/]+)/"``; None when the first segment is a regex."""
+    found = _LITERAL_START.match(pattern)
+    return found.group(1) if found else None
 
 
 # --- the base decision tree (reference §2.4) ------------------------------------------------
