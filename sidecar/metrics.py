@@ -13,27 +13,47 @@ Rules (the dashboard, the alerts and ``docs/operations.md`` rely on them):
    ``start_exporter`` serves the sum (counters, histograms) or the max (gauges) over all of them.
    The directory must be emptied before the workers start (``wipe_multiprocess_dir``) and a
    worker's live gauges removed when it exits (``mark_process_dead``).
+4. The per-request helpers (``record_request``, ``observe_phase``, ``observe_cache``,
+   ``record_stored``, ``record_shed``, ``record_error``) only add to plain in-process counts under
+   one lock; ``flush`` moves them into the prometheus_client metrics, which then export exactly
+   what calling ``.inc()``/``.observe()`` each time would have. Why: measured in a loop,
+   ``.inc()``/``.observe()`` cost 4 us per routed webhook (8 us with ``PROMETHEUS_MULTIPROC_DIR``,
+   which writes the mmap file on every call), the batched helpers 0.8 us. A flush runs before
+   every collection of these metrics (a scrape of this process, ``get_sample_value``, the
+   multiprocess exporter), every ``FLUSH_EVERY_S`` from a daemon thread (so the files another
+   process's exporter reads lag by at most that) and at exit (``atexit``; a killed process loses
+   at most its last ``FLUSH_EVERY_S``).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import logging
+import math
 import os
 import re
 import threading
-from collections.abc import Iterable
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, TypeVar
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Metric, start_http_server
 from prometheus_client import multiprocess as _multiprocess
 
 from sidecar import __version__
 from sidecar.config import Address
 from sidecar.core.providers import PROVIDERS
 
+log = logging.getLogger(__name__)
+
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+FLUSH_EVERY_S: Final = 0.5
+"""How long the batched counts (rule 4) may wait before another process's exporter sees them."""
 
 DecisionLabel = Literal["control", "forward", "store", "reply"]
 Phase = Literal["headers", "body"]
@@ -63,19 +83,36 @@ def _multiprocess_dir() -> str | None:
 if (_dir := _multiprocess_dir()) is not None:
     Path(_dir).mkdir(parents=True, exist_ok=True)
 
-REQUESTS: Final = Counter(
+
+class _FlushedCounter(Counter):
+    """A counter fed by batched counts (rule 4): whatever collects it sees them all."""
+
+    def collect(self) -> Iterable[Metric]:
+        flush()
+        return super().collect()
+
+
+class _FlushedHistogram(Histogram):
+    """A histogram fed by batched observations (rule 4): whatever collects it sees them all."""
+
+    def collect(self) -> Iterable[Metric]:
+        flush()
+        return super().collect()
+
+
+REQUESTS: Final = _FlushedCounter(
     "silo_router_requests",
     "Webhook requests decided by the sidecar, by provider, decision and the status the sidecar answered "
     "(none when an upstream answers).",
     ["provider", "decision", "status"],
 )
-DECISION_SECONDS: Final = Histogram(
+DECISION_SECONDS: Final = _FlushedHistogram(
     "silo_router_decision_seconds",
     "Time the sidecar spent answering one ext_proc message (headers or body phase).",
     ["phase"],
     buckets=DECISION_BUCKETS,
 )
-DIRECTORY_CACHE: Final = Counter(
+DIRECTORY_CACHE: Final = _FlushedCounter(
     "silo_router_directory_cache",
     "Directory cache lookups by result (negative_hit: a cached 'not found').",
     ["result"],
@@ -84,7 +121,7 @@ DIRECTORY_ERRORS: Final = Counter(
     "silo_router_directory_errors",
     "Directory queries that failed (database unreachable, timeout, bad row).",
 )
-OUTBOX_STORED: Final = Counter(
+OUTBOX_STORED: Final = _FlushedCounter(
     "silo_router_outbox_stored", "Webhook copies committed to the outbox.", ["provider", "region"]
 )
 OUTBOX_DELIVERED: Final = Counter(
@@ -115,8 +152,8 @@ OUTBOX_OLDEST_PENDING_AGE: Final = Gauge(
     ["region"],
     multiprocess_mode="livemax",
 )
-SHED: Final = Counter("silo_router_shed", "Webhooks answered 429 by a shed rule.", ["provider"])
-ERRORS: Final = Counter(
+SHED: Final = _FlushedCounter("silo_router_shed", "Webhooks answered 429 by a shed rule.", ["provider"])
+ERRORS: Final = _FlushedCounter(
     "silo_router_errors", "Failures answered with an error status, by stable error code.", ["reason"]
 )
 # xDS (envoy.mode: xds). Versions are per process (each counts the changes it has seen), so the
@@ -206,28 +243,181 @@ def _one_of(value: str, allowed: frozenset[str]) -> str:
     return value if value in allowed else "other"
 
 
-# -- recording -------------------------------------------------------------------------------
+# -- recording (rule 4) ----------------------------------------------------------------------
 
-# The hot path (two or three calls per webhook) must not pay for ``labels()`` (validation, a lock,
-# a dict lookup) nor for the normalisation above on every call: each metric keeps its labelled
-# children in a dict keyed by the caller's raw values. A miss normalises (rule 2), asks
-# prometheus_client for the child and remembers it; the normalised label space is bounded by rule 2
-# and the raw keys by _CHILD_CACHE_LIMIT, so a bug feeding unbounded values costs time, not memory.
-_CHILD_CACHE_LIMIT: Final = 1024
+# Each batched metric has a _Pending: one "cell" (a list of floats) per normalised label set, with
+# what was recorded since the last flush, and a dict from the callers' raw label values to that
+# cell, so the hot path pays neither ``labels()`` nor the normalisation above. A miss normalises
+# (rule 2) and remembers the raw key; cells are bounded by rule 2 and raw keys by _RAW_KEY_LIMIT,
+# so a bug feeding unbounded values costs time, not memory.
+_RAW_KEY_LIMIT: Final = 1024
 
+# _LOCK guards every cell, the hot path's additions and a flush's read-and-zero, so that a flush
+# from another thread (exporter, flusher) never loses an addition, whichever threads record.
+# Measured: acquire/release adds 0.15 us to a helper; held for a few additions, never for I/O.
+_LOCK = threading.Lock()
+# A flush drains under _LOCK and applies outside it: _FLUSH_LOCK makes the whole flush one step,
+# so a scrape that flushes while the flusher thread applies waits for it instead of missing counts.
+_FLUSH_LOCK = threading.Lock()
+
+_BOUNDS: Final = (*DECISION_BUCKETS, math.inf)
+"""``observe()`` counts a value in the first bucket whose bound is >= the value, +Inf last."""
+
+_Key = TypeVar("_Key", bound=Hashable)
 _Child = Any
-_REQUEST_CHILDREN: dict[tuple[str | None, str, int | None], _Child] = {}
-_PHASE_CHILDREN: dict[str, _Child] = {}
-_CACHE_CHILDREN: dict[str, _Child] = {}
-_ERROR_CHILDREN: dict[str, _Child] = {}
-_SHED_CHILDREN: dict[str | None, _Child] = {}
-_STORED_CHILDREN: dict[tuple[str | None, str], _Child] = {}
+_Cell = list[float]
+_Apply = Callable[[_Child, _Cell], None]
 
 
-def _remember(cache: dict[Any, _Child], key: Any, child: _Child) -> _Child:
-    if len(cache) < _CHILD_CACHE_LIMIT:
-        cache[key] = child
-    return child
+def _add_count(child: _Child, cell: _Cell) -> None:
+    child.inc(cell[0])
+
+
+def _add_observations(child: _Child, cell: _Cell) -> None:
+    """What ``observe()`` does once per observation, for all of them: the sum, then each bucket's own
+    (non-cumulative) count. ``_sum`` and ``_buckets`` are private to prometheus_client (0.26):
+    tests/test_metrics_batching.py fails if an upgrade changes them."""
+    child._sum.inc(cell[0])
+    for bucket, count in zip(child._buckets, cell[1:], strict=True):
+        if count:
+            bucket.inc(count)
+
+
+class _Pending(Generic[_Key]):
+    """What the hot path recorded for one metric since the last flush."""
+
+    __slots__ = ("_apply", "_cells", "_labels", "_metric", "_size", "by_key")
+
+    def __init__(
+        self, metric: Counter | Histogram, labels: Callable[[_Key], tuple[str, ...]], apply: _Apply, size: int
+    ) -> None:
+        self.by_key: dict[_Key, _Cell] = {}
+        self._metric = metric
+        self._labels = labels
+        self._apply = apply
+        self._size = size
+        self._cells: dict[tuple[str, ...], tuple[_Cell, _Child]] = {}
+
+    def cell(self, key: _Key) -> _Cell:
+        """The hot path's miss: the cell of ``key``'s normalised labels, remembered under ``key``."""
+        labels = self._labels(key)
+        with _LOCK:
+            found = self._cells.get(labels)
+        if found is None:
+            child = self._metric.labels(*labels)  # takes prometheus_client's lock: not under ours
+            with _LOCK:
+                found = self._cells.setdefault(labels, ([0.0] * self._size, child))
+        if len(self.by_key) < _RAW_KEY_LIMIT:
+            self.by_key[key] = found[0]
+        _start_flusher()
+        return found[0]
+
+    def drain(self) -> list[tuple[_Apply, _Child, _Cell]]:
+        """Take what was recorded since the last drain; the caller holds _LOCK."""
+        drained = []
+        zeros = [0.0] * self._size
+        for cell, child in self._cells.values():
+            if any(cell):
+                drained.append((self._apply, child, cell[:]))
+                cell[:] = zeros
+        return drained
+
+    def forget(self, counts: bool) -> None:
+        """In a forked child: forget the raw keys (the next call misses, which starts this process's
+        flusher) and, if ``counts``, what the parent recorded (the parent flushes it)."""
+        self.by_key.clear()
+        if counts:
+            self.drain()
+
+
+def _request_labels(key: tuple[str | None, str, int | None]) -> tuple[str, ...]:
+    provider, decision, status = key
+    return provider_label(provider), _one_of(decision, DECISIONS), status_label(status)
+
+
+def _stored_labels(key: tuple[str | None, str]) -> tuple[str, ...]:
+    return provider_label(key[0]), region_label(key[1])
+
+
+_REQUESTS: Final = _Pending(REQUESTS, _request_labels, _add_count, 1)
+_PHASES: Final[_Pending[str]] = _Pending(
+    DECISION_SECONDS, lambda phase: (_one_of(phase, PHASES),), _add_observations, 1 + len(_BOUNDS)
+)
+_CACHE: Final[_Pending[str]] = _Pending(
+    DIRECTORY_CACHE, lambda result: (_one_of(result, CACHE_RESULTS),), _add_count, 1
+)
+_STORED: Final = _Pending(OUTBOX_STORED, _stored_labels, _add_count, 1)
+_SHED: Final[_Pending[str | None]] = _Pending(SHED, lambda provider: (provider_label(provider),), _add_count, 1)
+_ERRORS: Final[_Pending[str]] = _Pending(ERRORS, lambda reason: (reason_label(reason),), _add_count, 1)
+_PENDING: Final = (_REQUESTS, _PHASES, _CACHE, _STORED, _SHED, _ERRORS)
+
+# The helpers called on every request read these dicts directly (one global load, no attribute
+# lookup) and inline ``_count``; the others call it.
+_REQUEST_CELLS: Final = _REQUESTS.by_key
+_PHASE_CELLS: Final = _PHASES.by_key
+_CACHE_CELLS: Final = _CACHE.by_key
+
+
+def _count(pending: _Pending[_Key], key: _Key) -> None:
+    cell = pending.by_key.get(key)
+    if cell is None:
+        cell = pending.cell(key)
+    _LOCK.acquire()
+    try:
+        cell[0] += 1.0
+    finally:
+        _LOCK.release()
+
+
+def flush() -> None:
+    """Move everything the hot path recorded into the prometheus_client metrics (rule 4)."""
+    with _FLUSH_LOCK:
+        with _LOCK:
+            drained = [entry for pending in _PENDING for entry in pending.drain()]
+        for apply, child, cell in drained:
+            apply(child, cell)
+
+
+_flusher: threading.Thread | None = None
+
+
+def _flush_periodically() -> None:
+    while True:
+        time.sleep(FLUSH_EVERY_S)
+        try:
+            flush()
+        except Exception:  # only a changed prometheus_client fails here (the tests say so): keep going
+            log.exception("flushing metrics failed; the counts drained by this flush are lost")
+
+
+def _start_flusher() -> None:
+    """Started by the first record of a process (a cell miss), not at import: importing this module
+    for a CLI command should not start a thread."""
+    global _flusher
+    if _flusher is not None:
+        return
+    with _LOCK:
+        if _flusher is not None:
+            return
+        _flusher = threading.Thread(target=_flush_periodically, name="metrics-flush", daemon=True)
+    with contextlib.suppress(RuntimeError):  # shutting down: the atexit flush is all that is left
+        _flusher.start()
+
+
+def _after_fork_in_child() -> None:
+    # The threads are gone: a lock one of them held would stay held, and there is no flusher.
+    global _LOCK, _FLUSH_LOCK, _flusher
+    _LOCK = threading.Lock()
+    _FLUSH_LOCK = threading.Lock()
+    _flusher = None
+    # In multiprocess mode prometheus_client gives the child its own files, starting at zero; in
+    # single-process mode the child inherits the parent's values, so it keeps the pending counts too.
+    for pending in _PENDING:
+        pending.forget(counts=multiprocess_enabled())
+
+
+atexit.register(flush)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def record_request(
@@ -236,51 +426,68 @@ def record_request(
     """One decided request: ``status`` is what the sidecar answered (None when it routed the
     request and an upstream answers); ``seconds`` the time spent on the deciding message."""
     key = (provider, decision, status)
-    child = _REQUEST_CHILDREN.get(key)
-    if child is None:
-        labels = (provider_label(provider), _one_of(decision, DECISIONS), status_label(status))
-        child = _remember(_REQUEST_CHILDREN, key, REQUESTS.labels(*labels))
-    child.inc()
-    observe_phase(phase, seconds)
+    cell = _REQUEST_CELLS.get(key)
+    if cell is None:
+        cell = _REQUESTS.cell(key)
+    # observe_phase, inlined: one lock round instead of two on the hottest call.
+    times = _PHASE_CELLS.get(phase)
+    if times is None:
+        times = _PHASES.cell(phase)
+    if not seconds > 0.0:  # a clock step (negative) or NaN counts as instant
+        seconds = 0.0
+    slot = bisect_left(_BOUNDS, seconds) + 1
+    _LOCK.acquire()
+    try:
+        cell[0] += 1.0
+        times[0] += seconds
+        times[slot] += 1.0
+    finally:
+        _LOCK.release()
 
 
 def observe_phase(phase: Phase, seconds: float) -> None:
     """A message answered without a decision (the headers phase that asked for the body)."""
-    child = _PHASE_CHILDREN.get(phase)
-    if child is None:
-        child = _remember(_PHASE_CHILDREN, phase, DECISION_SECONDS.labels(_one_of(phase, PHASES)))
-    child.observe(max(seconds, 0.0))
+    times = _PHASE_CELLS.get(phase)
+    if times is None:
+        times = _PHASES.cell(phase)
+    if not seconds > 0.0:  # a clock step (negative) or NaN counts as instant
+        seconds = 0.0
+    slot = bisect_left(_BOUNDS, seconds) + 1
+    _LOCK.acquire()
+    try:
+        times[0] += seconds
+        times[slot] += 1.0
+    finally:
+        _LOCK.release()
 
 
 def record_cache(result: CacheResult) -> None:
-    DIRECTORY_CACHE.labels(_one_of(result, CACHE_RESULTS)).inc()
+    _count(_CACHE, result)
 
 
 def record_directory_error() -> None:
-    DIRECTORY_ERRORS.inc()
+    DIRECTORY_ERRORS.inc()  # rare: not batched
 
 
 def observe_cache(event: str) -> None:
     """The directory cache's hook: a hit, negative hit or miss, or an error of the database behind it."""
-    child = _CACHE_CHILDREN.get(event)
-    if child is None:
+    cell = _CACHE_CELLS.get(event)
+    if cell is None:
         if event == "error":
             record_directory_error()
             return
-        child = _remember(_CACHE_CHILDREN, event, DIRECTORY_CACHE.labels(_one_of(event, CACHE_RESULTS)))
-    child.inc()
+        cell = _CACHE.cell(event)
+    _LOCK.acquire()
+    try:
+        cell[0] += 1.0
+    finally:
+        _LOCK.release()
 
 
 def record_stored(provider: str | None, regions: Iterable[str]) -> None:
     """After the commit: one copy per region."""
     for region in regions:
-        key = (provider, region)
-        child = _STORED_CHILDREN.get(key)
-        if child is None:
-            child = _remember(
-                _STORED_CHILDREN, key, OUTBOX_STORED.labels(provider_label(provider), region_label(region))
-            )
-        child.inc()
+        _count(_STORED, (provider, region))
 
 
 def record_delivered(provider: str | None, region: str) -> None:
@@ -309,18 +516,12 @@ def set_backlog(region: str, pending: int, oldest_age_seconds: float) -> None:
 
 
 def record_shed(provider: str | None) -> None:
-    child = _SHED_CHILDREN.get(provider)
-    if child is None:
-        child = _remember(_SHED_CHILDREN, provider, SHED.labels(provider_label(provider)))
-    child.inc()
+    _count(_SHED, provider)
 
 
 def record_error(reason: str) -> None:
     """``reason`` is a stable code: ``SiloError.code``, ``budget_exceeded``, ``internal_error``."""
-    child = _ERROR_CHILDREN.get(reason)
-    if child is None:
-        child = _remember(_ERROR_CHILDREN, reason, ERRORS.labels(reason_label(reason)))
-    child.inc()
+    _count(_ERRORS, reason)
 
 
 def set_xds_snapshot(version: int) -> None:
@@ -376,8 +577,20 @@ def exposition_registry() -> CollectorRegistry:
         return REGISTRY
     # A fresh registry: the default one would add this process's values a second time.
     registry = CollectorRegistry()
+    registry.register(_FlushFirst())  # collected first: this process's pending counts reach its files
     _multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
     return registry
+
+
+class _FlushFirst:
+    """Flushes this process (rule 4) when collected; yields no metric of its own."""
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # without it, registering would collect (flush) once for the names
+
+    def collect(self) -> Iterable[Metric]:
+        flush()
+        return ()
 
 
 @dataclass(frozen=True, slots=True)
