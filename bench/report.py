@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -29,8 +30,15 @@ class Target:
 
 
 def _ratio(results: Results, name: str, other: str | None, attribute: str = "rps") -> float | None:
+    """The median over rounds of ``name`` / ``other`` measured in the same round (the two ran back
+    to back); the ratio of medians when the rounds do not pair up."""
     if other is None or name not in results.summaries or other not in results.summaries:
         return None
+    runs, below_runs = results.summaries[name].runs, results.summaries[other].runs
+    if len(runs) == len(below_runs) and runs:
+        pairs = [(getattr(a, attribute), getattr(b, attribute)) for a, b in zip(runs, below_runs, strict=True)]
+        ratios = [a / b for a, b in pairs if b > 0]
+        return statistics.median(ratios) if ratios else None
     below = results.summaries[other].median(attribute)
     return results.summaries[name].median(attribute) / below if below > 0 else None
 
@@ -164,7 +172,7 @@ def markdown(results: Results, info: dict[str, Any], chart: Path | None) -> str:
         f"Python {info.get('python')}, grpcio {info.get('grpcio')}, Envoy {info.get('envoy', '?')}, "
         f"{info.get('wrk', 'wrk')}.",
         f"Closed loop: wrk -t1 -c{s['connections']}, {s['rounds']} rounds × {s['duration_s']:.0f} s per scenario, "
-        "medians. Ratios are of medians measured side by side in this run.",
+        "medians. A ratio is the median of the per-round ratios of two scenarios measured back to back.",
         "",
         table(results),
         "",

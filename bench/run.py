@@ -1,7 +1,8 @@
 """One benchmark run: start the stack, check every scenario answers as it should, then measure.
 
-Rounds: every scenario runs once per round, for ``duration`` seconds, in an order rotated from
-round to round; the reported figure is the median over rounds. On a 2-core machine shared by
+Rounds: every scenario runs once per round, for ``duration`` seconds, next to the no-op it is
+compared with (the order reversed every other round); the reported figure is the median over
+rounds, and a ratio is the median of the ratios measured within each round. On a 2-core machine shared by
 wrk, Envoy, the sidecar and PostgreSQL, runs vary by ±10–40 %: side by side in one run, ratios
 are far steadier than absolute numbers.
 """
@@ -169,6 +170,15 @@ def sweep(
     return points
 
 
+def paired_order(scenarios: Sequence[Scenario]) -> list[Scenario]:
+    """Each scenario next to the no-op it is compared with: ``noop_body, full_slack, full_store``."""
+    group_of = {s.name: s.floor or s.name for s in scenarios}
+    groups: dict[str, list[Scenario]] = {}
+    for scenario in scenarios:
+        groups.setdefault(group_of[scenario.name], []).append(scenario)
+    return [scenario for group in groups.values() for scenario in sorted(group, key=lambda s: s.floor is not None)]
+
+
 def run(
     workdir: Path,
     *,
@@ -213,9 +223,11 @@ def run(
         say("every scenario answers as expected; warming up")
         for scenario in scenarios if warmup_s > 0 else ():
             load.closed_loop(stack.edges[scenario.variant].url, scenario.build(), warmup_s, connections)
+        paired = paired_order(scenarios)
         for round_index in range(rounds):
-            shift = round_index * max(1, len(scenarios) // max(rounds, 1))
-            order = list(scenarios[shift:]) + list(scenarios[:shift])
+            # Compared scenarios run back to back, first one then the other first (A B, B A, ...):
+            # the machine's load drifts over minutes, and a pair measured seconds apart sees the same.
+            order = paired if round_index % 2 == 0 else paired[::-1]
             for scenario in order:
                 measured = measure(stack, scenario, duration_s, connections)
                 results.summaries[scenario.name].runs.append(measured)
