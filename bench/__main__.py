@@ -29,15 +29,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="runs per scenario (the median is reported)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
-    parser.add_argument("--sweep-fractions", default=",".join(map(str, SWEEP_FRACTIONS)),
-                        help="offered rates as fractions of each scenario's closed-loop rate; '' skips the sweep")
+    parser.add_argument(
+        "--sweep-fractions",
+        default=",".join(map(str, SWEEP_FRACTIONS)),
+        help="offered rates as fractions of each scenario's closed-loop rate; '' skips the sweep",
+    )
     parser.add_argument("--sweep-rates", default="", help="absolute offered rates instead of fractions")
     parser.add_argument("--sweep-duration", type=float, default=3.0)
     parser.add_argument("--sweep", default=",".join(SWEEP), help="scenarios in the latency chart")
     parser.add_argument("--directory-sizes", default=",".join(map(str, DIRECTORY_SIZES)), help="'' skips")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load per scenario first")
-    parser.add_argument("--loop", choices=LOOPS, default=DEFAULT_LOOP,
-                        help="event loop of every sidecar, no-op and real alike (default: the product's)")
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default=DEFAULT_LOOP,
+        help="event loop of every sidecar, no-op and real alike (default: the product's)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--quick", action="store_true", help="2 rounds of 3 s, a short sweep, 10k/100k only")
     parser.add_argument("--list", action="store_true", help="print the scenario names and exit")

@@ -14,7 +14,10 @@ import json
 import logging
 import os
 import re
+import time
 import warnings
+import weakref
+from collections.abc import Callable
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -35,6 +38,8 @@ Pool: TypeAlias = AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]
 MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
 MIGRATION_LOCK = 0x5110_0001
 """Advisory lock key held while migrating, so two processes never apply the same file twice."""
+CHECK_IDLE_S = 1.0
+"""A pooled connection handed out less than this long ago is handed out again without a test."""
 
 
 class EmbeddedServer(Protocol):
@@ -117,6 +122,33 @@ def redact(dsn: str) -> str:
     return make_conninfo("", **params)
 
 
+class CheckWhenIdle:
+    """The pool's ``check``: test a connection (an empty query, one round trip) only when it was
+    last handed out more than ``idle_s`` seconds ago, or is known to be broken.
+
+    Testing on every checkout cost a round trip per transaction: ~170 µs of sidecar CPU per outbox
+    batch (``python -m bench.outbox_cpu``), a third of a one-webhook batch's. What the test
+    catches is a connection that died while it sat unused: the server restarted, a proxy or
+    ``idle_session_timeout`` closed it. One in steady use is tested by its own statements; if it
+    broke since, that statement fails as any statement can when the server goes away (the caller
+    answers 503, the provider retries) and the pool drops the connection when it comes back.
+    """
+
+    def __init__(self, idle_s: float = CHECK_IDLE_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.idle_s = idle_s
+        self._clock = clock
+        # Weak keys: the pool alone decides how long a connection lives.
+        self._handed_out: weakref.WeakKeyDictionary[psycopg.AsyncConnection[TupleRow], float]
+        self._handed_out = weakref.WeakKeyDictionary()
+
+    async def __call__(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
+        now = self._clock()
+        last = self._handed_out.get(conn)
+        if last is None or now - last > self.idle_s or conn.broken:
+            await AsyncConnectionPool.check_connection(conn)  # raises: the pool drops it, tries another
+        self._handed_out[conn] = now
+
+
 # `timeout` configures the pool (also the wait for a free connection); it is not this call's deadline.
 async def open_pool(
     dsn: str,
@@ -125,13 +157,16 @@ async def open_pool(
     *,
     min_size: int = 2,
     check: bool = True,
+    check_idle_s: float = CHECK_IDLE_S,
 ) -> Pool:
     """An open pool holding ``min_size`` working connections; ``PoolTimeout`` after ``timeout`` seconds.
 
     ``timeout`` also bounds how long a request waits for a free connection. Connections are in
     autocommit: a single statement is its own transaction and costs one round trip (no BEGIN /
-    COMMIT); code that needs more opens ``conn.transaction()``. ``check`` tests each connection
-    when it is handed out (one more round trip); a caller that retries failures anyway may skip it.
+    COMMIT); code that needs more opens ``conn.transaction()``. ``check`` tests a connection
+    before handing it out (one more round trip) when it was last handed out more than
+    ``check_idle_s`` seconds ago (``0``: every time; see ``CheckWhenIdle``); a caller that
+    retries failures anyway may skip it.
     """
     pool: Pool = AsyncConnectionPool(
         dsn,
@@ -139,7 +174,7 @@ async def open_pool(
         max_size=max_size,
         timeout=timeout,
         open=False,
-        check=AsyncConnectionPool.check_connection if check else None,
+        check=CheckWhenIdle(check_idle_s) if check else None,
         kwargs={"autocommit": True, "application_name": "silo-router"},
         name="silo-router",
     )

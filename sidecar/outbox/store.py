@@ -50,7 +50,7 @@ _ROWS: LiteralString = """
 INSERT INTO webhook_payload (mailbox_name, provider, region_name, integration_id,
                              request_method, request_path, request_headers, request_body, followup_id)
 SELECT {mailbox}, %(provider)s::text, r.region_name, %(integration_id)s::bigint,
-       %(method)s::text, %(path)s::text, %(headers)s::jsonb, %(body)s::bytea, {followup}
+       %(method)s::text, %(path)s::text, %(headers)b::jsonb, %(body)b::bytea, {followup}
 FROM {source} unnest(%(regions)s::text[]) WITH ORDINALITY AS r(region_name, n)
 ORDER BY r.n
 RETURNING id
