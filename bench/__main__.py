@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sweep-rates", default="", help="absolute offered rates instead of fractions")
     parser.add_argument("--sweep-duration", type=float, default=3.0)
+    parser.add_argument(
+        "--equal-load-duration",
+        type=float,
+        default=3.0,
+        help="seconds per paced run comparing each scenario's CPU with its no-op's at one rate; 0 skips",
+    )
     parser.add_argument("--sweep", default=",".join(SWEEP), help="scenarios in the latency chart")
     parser.add_argument("--directory-sizes", default=",".join(map(str, DIRECTORY_SIZES)), help="'' skips")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load per scenario first")
@@ -55,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.duration, args.rounds, args.sweep_duration = 3.0, 2, 2.0
         args.sweep_fractions, args.directory_sizes = "0.25,0.5,0.75,1.0", "10000,100000"
+        args.equal_load_duration = 2.0
     names = [name for name in args.only.split(",") if name]
     unknown = [name for name in names if name not in BY_NAME]
     if unknown:
@@ -72,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             sweep_rates=_floats(args.sweep_rates),
             sweep_fractions=_floats(args.sweep_fractions),
             sweep_duration_s=args.sweep_duration,
+            equal_load_s=args.equal_load_duration,
             directory_sizes=_numbers(args.directory_sizes),
             warmup_s=args.warmup,
             loop=args.loop,

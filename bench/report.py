@@ -57,6 +57,12 @@ def targets(results: Results) -> list[Target]:
             ratio = _ratio(results, name, BY_NAME[name].floor, attribute)
             if ratio is not None:
                 found.append(Target(f"{label} ({workers})", ratio, limit, at_least))
+        at_equal_load = {point.scenario: point for point in results.equal_load}
+        for name in (f"full_header{suffix}", f"full_slack{suffix}"):
+            if name in at_equal_load:
+                point = at_equal_load[name]
+                label = f"{BY_NAME[name].kind}-decided CPU/req ≤ 1.1 × no-op at equal load ({point.rate:.0f}/s"
+                found.append(Target(f"{label}, {workers})", point.ratio, 1.1, False))
         store = f"full_store{suffix}"
         ratio = _ratio(results, store, BY_NAME[store].routed)
         if ratio is not None:
@@ -121,6 +127,24 @@ def sweep_table(results: Results) -> str:
     return "\n".join(rows)
 
 
+def equal_load_table(results: Results) -> str:
+    if not results.equal_load:
+        return ""
+    rows = [
+        "| scenario | no-op | offered req/s | no-op µs/req (runs) | sidecar µs/req (runs) | added µs | × no-op CPU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in results.equal_load:
+        full, floor = statistics.median(p.sidecar_us), statistics.median(p.floor_us)
+        rows.append(f"| {p.scenario} | {p.floor} | {p.rate:.0f} | {floor:.0f} ({_runs(p.floor_us)}) "
+                    f"| {full:.0f} ({_runs(p.sidecar_us)}) | {full - floor:.0f} | {p.ratio:.2f} |")  # fmt: skip
+    return "\n".join(rows)
+
+
+def _runs(values: list[float]) -> str:
+    return ", ".join(f"{value:.0f}" for value in values)
+
+
 def directory_table(results: Results) -> str:
     if not results.directory:
         return ""
@@ -180,6 +204,18 @@ def markdown(results: Results, info: dict[str, Any], chart: Path | None) -> str:
         "",
         target_table(results),
     ]
+    if results.equal_load:
+        parts += [
+            "",
+            "## Sidecar CPU at equal offered load",
+            "",
+            f"Each scenario and its no-op paced (open loop) at the same rate, half the slower one's closed-loop "
+            f"rate, {s['equal_load_s']:.0f} s each, back to back, {s['rounds']} rounds; the ratio is the median "
+            "of the per-round ratios. At saturation the faster process also handles more streams per loop "
+            "wakeup, which lowers its CPU per request: at one rate below both knees only the work differs.",
+            "",
+            equal_load_table(results),
+        ]
     if results.sweep:
         parts += ["", "## Latency against offered rate (open loop)", ""]
         if chart is not None:

@@ -22,11 +22,15 @@ import httpx
 
 from bench import cpu, load
 from bench.directory_scale import DirectoryPoint, directory_scale
+from bench.load import WrkResult
 from bench.scenarios import BY_NAME, SCENARIOS, SWEEP, Scenario
 from bench.stack import Stack, Variant
+from bench.webhooks import HttpRequest
 from sidecar.wire.server import DEFAULT_LOOP
 
 Say = Callable[[str], None]
+Drive = Callable[[str, HttpRequest], WrkResult]
+"""Load one edge (its base URL) with one request: closed loop or paced."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,29 @@ class SweepPoint:
     errors: int
 
 
+@dataclass(frozen=True, slots=True)
+class EqualLoad:
+    """Sidecar CPU per request of a scenario and of its no-op, both paced at the same offered rate.
+
+    At saturation (the closed loop) a process that handles more requests per second also handles
+    more streams per loop wakeup, and its CPU per request falls (the no-op's most, being fastest):
+    the closed-loop CPU ratio mixes the added work with that. At one offered rate below both
+    knees, both see the same arrivals and the ratio is the work alone.
+    """
+
+    scenario: str
+    floor: str
+    rate: float
+    sidecar_us: list[float]
+    """The scenario's sidecar CPU per request, one per round."""
+    floor_us: list[float]
+    """The no-op's, measured back to back with it in the same round."""
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(a / b for a, b in zip(self.sidecar_us, self.floor_us, strict=True) if b > 0)
+
+
 @dataclass
 class Results:
     started: str
@@ -80,6 +107,7 @@ class Results:
     summaries: dict[str, Summary] = field(default_factory=dict)
     sweep: list[SweepPoint] = field(default_factory=list)
     directory: list[DirectoryPoint] = field(default_factory=list)
+    equal_load: list[EqualLoad] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -101,6 +129,7 @@ class Results:
             },
             "sweep": [asdict(point) for point in self.sweep],
             "directory": [asdict(point) for point in self.directory],
+            "equal_load": [asdict(point) | {"ratio": point.ratio} for point in self.equal_load],
         }
 
 
@@ -124,14 +153,14 @@ def check(stack: Stack, scenario: Scenario) -> None:
         )
 
 
-def measure(stack: Stack, scenario: Scenario, duration_s: float, connections: int) -> Run:
+def measure(stack: Stack, scenario: Scenario, drive: Drive) -> Run:
     edge = stack.edges[scenario.variant]
     assert stack.db is not None and stack.upstream is not None
     sidecar_pids = [child.pid for child in edge.sidecars]
     groups = {"sidecar": sidecar_pids, "envoy": [edge.envoy.pid]}
     trees = {"db": stack.db.postmaster} if stack.db.postmaster is not None else {}
     before = cpu.sample(groups, trees)
-    result = load.closed_loop(edge.url, scenario.build(), duration_s, connections)
+    result = drive(edge.url, scenario.build())
     after = cpu.sample(groups, trees)
     used = cpu.delta(before, after)
     requests = max(result.requests, 1)
@@ -170,6 +199,35 @@ def sweep(
     return points
 
 
+def equal_load(
+    stack: Stack, results: Results, names: Sequence[str], duration_s: float, rounds: int, say: Say
+) -> list[EqualLoad]:
+    """Each compared scenario and its no-op, paced at half the slower one's closed-loop rate
+    (below both knees: no queue, the same arrivals), back to back, the order swapped each round."""
+    points = []
+    for name in names:
+        scenario = BY_NAME[name]
+        floor = BY_NAME[scenario.floor] if scenario.floor is not None else None
+        if floor is None or floor.name not in results.summaries or not results.summaries[name].runs:
+            continue
+        slower = min(results.summaries[name].median("rps"), results.summaries[floor.name].median("rps"))
+        rate = round(slower / 2, -1) or 10.0
+
+        def drive(url: str, request: HttpRequest, rate: float = rate) -> WrkResult:
+            return load.paced(url, request, rate, duration_s)
+
+        measured: dict[str, list[float]] = {name: [], floor.name: []}
+        for round_index in range(rounds):
+            for each in (scenario, floor) if round_index % 2 == 0 else (floor, scenario):
+                measured[each.name].append(measure(stack, each, drive).sidecar_us)
+        point = EqualLoad(name, floor.name, rate, measured[name], measured[floor.name])
+        points.append(point)
+        say(f"  equal load {name:<16} vs {floor.name:<16} at {rate:>6.0f}/s: sidecar "
+            f"{statistics.median(point.sidecar_us):5.0f} vs {statistics.median(point.floor_us):5.0f} µs/req "
+            f"(× {point.ratio:.2f})")  # fmt: skip
+    return points
+
+
 def paired_order(scenarios: Sequence[Scenario]) -> list[Scenario]:
     """Each scenario next to the no-op it is compared with: ``noop_body, full_slack, full_store``."""
     group_of = {s.name: s.floor or s.name for s in scenarios}
@@ -190,6 +248,7 @@ def run(
     sweep_rates: Sequence[float] = (),
     sweep_fractions: Sequence[float] = (),
     sweep_duration_s: float = 3.0,
+    equal_load_s: float = 3.0,
     directory_sizes: Sequence[int] = (),
     warmup_s: float = 1.0,
     loop: str = DEFAULT_LOOP,
@@ -209,6 +268,7 @@ def run(
             "sweep_rates": list(sweep_rates),
             "sweep_fractions": list(sweep_fractions),
             "sweep_duration_s": sweep_duration_s,
+            "equal_load_s": equal_load_s,
             "directory_sizes": list(directory_sizes),
             "warmup_s": warmup_s,
             "python": sys.version.split()[0],
@@ -224,16 +284,24 @@ def run(
         for scenario in scenarios if warmup_s > 0 else ():
             load.closed_loop(stack.edges[scenario.variant].url, scenario.build(), warmup_s, connections)
         paired = paired_order(scenarios)
+
+        def closed(url: str, request: HttpRequest) -> WrkResult:
+            return load.closed_loop(url, request, duration_s, connections)
+
         for round_index in range(rounds):
             # Compared scenarios run back to back, first one then the other first (A B, B A, ...):
             # the machine's load drifts over minutes, and a pair measured seconds apart sees the same.
             order = paired if round_index % 2 == 0 else paired[::-1]
             for scenario in order:
-                measured = measure(stack, scenario, duration_s, connections)
+                measured = measure(stack, scenario, closed)
                 results.summaries[scenario.name].runs.append(measured)
                 say(f"  round {round_index + 1}/{rounds} {scenario.name:<18} {measured.rps:>8.0f}/s  "
                     f"p50 {measured.p50_ms:6.2f} ms  p99 {measured.p99_ms:7.2f} ms  "
                     f"sidecar {measured.sidecar_us:6.0f} µs/req")  # fmt: skip
+        if equal_load_s > 0:
+            say("sidecar CPU at equal offered load (paced, no-op and sidecar back to back)")
+            compared = [s.name for s in scenarios if s.floor is not None]
+            results.equal_load = equal_load(stack, results, compared, equal_load_s, rounds, say)
         if sweeping:
             say("open-loop sweep (latency against offered rate)")
 

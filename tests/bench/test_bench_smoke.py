@@ -38,6 +38,7 @@ def test_a_tiny_run_writes_every_scenario(tmp_path: Path, server_url: str) -> No
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--duration", "1", "--rounds", "1", "--connections", "4", "--warmup", "0",
          "--sweep-fractions", "0.5", "--sweep-duration", "1", "--sweep", "envoy_proxy,full_header",
+         "--equal-load-duration", "1",
          "--directory-sizes", "1000", "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
@@ -50,6 +51,10 @@ def test_a_tiny_run_writes_every_scenario(tmp_path: Path, server_url: str) -> No
         assert scenario["median"]["rps"] > 0, name
     assert {point["scenario"] for point in data["sweep"]} == {"envoy_proxy", "full_header"}
     assert [point["integrations"] for point in data["directory"]] == [1000]
+    compared = {name for name in names if name.startswith("full_")}  # each has a no-op to compare with
+    assert {point["scenario"] for point in data["equal_load"]} == compared
+    for point in data["equal_load"]:
+        assert len(point["sidecar_us"]) == len(point["floor_us"]) == 1 and point["ratio"] > 0, point
     assert data["targets"], "no target evaluated"
     assert (out / "latest.md").read_text().count("| full_header") >= 1
     if importlib.util.find_spec("matplotlib") is not None:  # the `bench` extra; `make test` has `test` only
