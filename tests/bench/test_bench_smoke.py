@@ -54,7 +54,8 @@ def test_a_tiny_run_writes_every_scenario(tmp_path: Path, server_url: str) -> No
     compared = {name for name in names if name.startswith("full_")}  # each has a no-op to compare with
     assert {point["scenario"] for point in data["equal_load"]} == compared
     for point in data["equal_load"]:
-        assert len(point["sidecar_us"]) == len(point["floor_us"]) == 1 and point["ratio"] > 0, point
+        assert len(point["sidecar_us"]) == len(point["floor_us"]) == 1, point
+        assert point["floor_us"][0] > 0 and point["ratio"] >= 0, point  # full_control: Envoy alone, 0 µs
     assert data["targets"], "no target evaluated"
     assert (out / "latest.md").read_text().count("| full_header") >= 1
     if importlib.util.find_spec("matplotlib") is not None:  # the `bench` extra; `make test` has `test` only
