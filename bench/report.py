@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.run import Results, Summary
+from bench.run import Results, Summary, median_ratio
 from bench.scenarios import BY_NAME
 
 
@@ -36,9 +36,7 @@ def _ratio(results: Results, name: str, other: str | None, attribute: str = "rps
         return None
     runs, below_runs = results.summaries[name].runs, results.summaries[other].runs
     if len(runs) == len(below_runs) and runs:
-        pairs = [(getattr(a, attribute), getattr(b, attribute)) for a, b in zip(runs, below_runs, strict=True)]
-        ratios = [a / b for a, b in pairs if b > 0]
-        return statistics.median(ratios) if ratios else None
+        return median_ratio([getattr(a, attribute) for a in runs], [getattr(b, attribute) for b in below_runs])
     below = results.summaries[other].median(attribute)
     return results.summaries[name].median(attribute) / below if below > 0 else None
 
@@ -46,6 +44,7 @@ def _ratio(results: Results, name: str, other: str | None, attribute: str = "rps
 def targets(results: Results) -> list[Target]:
     """The issue's targets, for one worker and for two."""
     found = []
+    at_equal_load = {point.scenario: point for point in results.equal_load}
     for suffix, workers in (("", "1 worker"), ("_2w", "2 workers")):
         pairs = (
             (f"full_header{suffix}", "header-decided rps ≥ 0.9 × no-op", "rps", 0.9, True),
@@ -57,10 +56,9 @@ def targets(results: Results) -> list[Target]:
             ratio = _ratio(results, name, BY_NAME[name].floor, attribute)
             if ratio is not None:
                 found.append(Target(f"{label} ({workers})", ratio, limit, at_least))
-        at_equal_load = {point.scenario: point for point in results.equal_load}
         for name in (f"full_header{suffix}", f"full_slack{suffix}"):
-            if name in at_equal_load:
-                point = at_equal_load[name]
+            point = at_equal_load.get(name)
+            if point is not None and point.ratio is not None:
                 label = f"{BY_NAME[name].kind}-decided CPU/req ≤ 1.1 × no-op at equal load ({point.rate:.0f}/s"
                 found.append(Target(f"{label}, {workers})", point.ratio, 1.1, False))
         store = f"full_store{suffix}"
@@ -137,7 +135,7 @@ def equal_load_table(results: Results) -> str:
     for p in results.equal_load:
         full, floor = statistics.median(p.sidecar_us), statistics.median(p.floor_us)
         rows.append(f"| {p.scenario} | {p.floor} | {p.rate:.0f} | {floor:.0f} ({_runs(p.floor_us)}) "
-                    f"| {full:.0f} ({_runs(p.sidecar_us)}) | {full - floor:.0f} | {p.ratio:.2f} |")  # fmt: skip
+                    f"| {full:.0f} ({_runs(p.sidecar_us)}) | {full - floor:.0f} | {_fmt(p.ratio)} |")  # fmt: skip
     return "\n".join(rows)
 
 

@@ -96,8 +96,15 @@ class EqualLoad:
     """The no-op's, measured back to back with it in the same round."""
 
     @property
-    def ratio(self) -> float:
-        return statistics.median(a / b for a, b in zip(self.sidecar_us, self.floor_us, strict=True) if b > 0)
+    def ratio(self) -> float | None:
+        return median_ratio(self.sidecar_us, self.floor_us)
+
+
+def median_ratio(values: Sequence[float], below: Sequence[float]) -> float | None:
+    """The median of ``values[i] / below[i]``, each pair measured in the same round; None when no
+    pair has a denominator."""
+    ratios = [a / b for a, b in zip(values, below, strict=True) if b > 0]
+    return statistics.median(ratios) if ratios else None
 
 
 @dataclass
@@ -224,7 +231,7 @@ def equal_load(
         points.append(point)
         say(f"  equal load {name:<16} vs {floor.name:<16} at {rate:>6.0f}/s: sidecar "
             f"{statistics.median(point.sidecar_us):5.0f} vs {statistics.median(point.floor_us):5.0f} µs/req "
-            f"(× {point.ratio:.2f})")  # fmt: skip
+            f"(× {point.ratio or 0:.2f})")  # fmt: skip
     return points
 
 
