@@ -141,3 +141,16 @@ async def test_no_regions_is_answered_at_once_without_a_transaction(pool: db.Poo
     outbox = BatchingOutbox(pool)
     assert await outbox.enqueue(store(()), request(1)) == []
     assert outbox.batches == 0
+
+
+async def test_the_caller_that_fills_the_batch_ends_the_wait(pool: db.Pool, db_url: str) -> None:
+    """The batch is still open, waiting up to 60 s for more, when the caller that fills it arrives:
+    it is written then, not when the wait runs out."""
+    outbox = BatchingOutbox(pool, max_batch=4, max_wait_s=60.0)
+    first = asyncio.ensure_future(outbox.enqueue(store(), request(0)))
+    await asyncio.sleep(0.05)  # the gathering has started and is waiting
+    assert not first.done() and outbox.batches == 0
+    rest = [outbox.enqueue(store(), request(n)) for n in range(1, 4)]
+    results = await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+    assert outbox.batches == 1 and outbox.batched == 4
+    assert len(await rows(db_url)) == 8 and all(len(ids) == 2 for ids in results)
