@@ -48,6 +48,10 @@ CONTINUE: Mapping[str, ep.ProcessingResponse] = MappingProxyType(
 """One prebuilt answer per phase; a response must name the phase it answers."""
 
 
+REQUEST_PHASES = frozenset({"request_headers", "request_body"})
+"""The phases whose ``end_of_stream`` says the request is whole (trailers carry no such flag)."""
+
+
 class NoopProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     async def Process(
         self, requests: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
@@ -56,6 +60,8 @@ class NoopProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             phase = message.WhichOneof("request")
             if phase is not None:
                 yield CONTINUE[phase]
+                if phase in REQUEST_PHASES and getattr(message, phase).end_of_stream:
+                    return  # the request is whole: end the stream, as the real servicer does
 
 
 async def serve(address: str, stop: asyncio.Event | None = None, max_message_bytes: int = 2 << 20) -> None:

@@ -2,6 +2,14 @@
 
 One gRPC stream per HTTP request (envoy-notes §6.15). The headers message is always first; a
 body message follows only on BUFFERED routes, and then only when the request has a body.
+
+Once the answer is final the servicer ends the stream (gRPC status OK) instead of waiting for
+Envoy's half-close. Envoy then ignores the stream for the rest of the request (a successful close
+in its ext_proc filter), which is all it would have done: no response phase is ever sent
+(``response_header_mode: SKIP``). Envoy 1.40 half-closes by itself after the last answer on
+header-only routes, but on BUFFERED routes it keeps the stream open until the upstream has
+answered. Ending it here saves a read and a wakeup per request (docs/performance.md, fourth
+round); the no-op floor (``wire.noop``) does the same.
 """
 
 from __future__ import annotations
@@ -35,11 +43,13 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc
                     yield convert.proceed(phase)
                 else:
                     yield respond(answer, phase)
+                    return
             elif phase == "request_body" and waiting is not None and message.request_body.end_of_stream:
                 request, waiting = waiting.with_body(message.request_body.body), None
                 answer = await self.router.handle(request, "body")
                 # NeedBody again cannot happen with a body; continuing is the safe reading of it.
                 yield respond(answer, phase) if not isinstance(answer, NeedBody) else convert.proceed(phase)
+                return
             elif phase is not None:
                 yield convert.proceed(phase)
 

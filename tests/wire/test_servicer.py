@@ -113,12 +113,37 @@ async def test_control_decision_continues_without_any_mutation() -> None:
     assert answer.request_headers.response.header_mutation.ByteSize() == 0
 
 
-async def test_a_body_after_a_headers_decision_is_passed_through() -> None:
+class Feed:
+    """Envoy's side of the stream: the messages, and how many the servicer asked for."""
+
+    def __init__(self, messages: Sequence[ep.ProcessingRequest]) -> None:
+        self.messages = messages
+        self.read = 0
+
+    async def __aiter__(self) -> AsyncIterator[ep.ProcessingRequest]:
+        for message in self.messages:
+            self.read += 1
+            yield message
+
+
+async def test_the_stream_ends_after_a_headers_decision_without_reading_on() -> None:
+    # Envoy skips the filter for the rest of the request once the stream ends with status OK.
     servicer, _ = make()
-    responses = await run(
-        servicer, [headers_message("POST", "/extensions/nonesuch/x/", {}, False), body_message(b"{}")]
-    )
-    assert [r.WhichOneof("response") for r in responses] == ["request_headers", "request_body"]
+    feed = Feed([headers_message("POST", "/extensions/nonesuch/x/", {}, False), body_message(b"{}")])
+    responses = [r async for r in servicer.Process(feed.__aiter__(), None)]  # type: ignore[arg-type]
+    assert [r.WhichOneof("response") for r in responses] == ["request_headers"]
+    assert feed.read == 1
+
+
+async def test_the_stream_ends_after_the_body_answer() -> None:
+    servicer, _ = make()
+    trailers = ep.ProcessingRequest()
+    trailers.request_trailers.SetInParent()
+    headers = headers_message("POST", "/extensions/github/webhook/", GITHUB_HEADERS, False)
+    feed = Feed([headers, body_message(PUSH), trailers])
+    responses = [r async for r in servicer.Process(feed.__aiter__(), None)]  # type: ignore[arg-type]
+    assert [r.WhichOneof("response") for r in responses] == ["request_headers", "immediate_response"]
+    assert feed.read == 2
 
 
 class SlowDirectory:
