@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from envoy.config.core.v3 import base_pb2
@@ -34,6 +34,7 @@ from sidecar.router import Router
 from sidecar.wire.noop import NoopProcessor
 from sidecar.wire.server import LOOPS, freeze_heap, run
 from sidecar.wire.servicer import ExternalProcessor
+from sidecar.wire.stream import MemoryStream, Stream
 
 ENVOY_HEADERS = (
     (":scheme", "http"),
@@ -63,20 +64,14 @@ def messages(request: HttpRequest) -> list[ep.ProcessingRequest]:
     return wire
 
 
-async def _feed(wire: Iterable[ep.ProcessingRequest]) -> AsyncIterator[ep.ProcessingRequest]:
-    for message in wire:
-        yield message
-
-
-Process = Callable[[AsyncIterator[ep.ProcessingRequest], object], AsyncIterator[ep.ProcessingResponse]]
+Process = Callable[[object, Stream], Awaitable[None]]
 
 
 async def _per_request_us(process: Process, wire: list[ep.ProcessingRequest], n: int, evict: bytearray) -> float:
     """CPU µs per request (process time, so another process on the core does not count)."""
 
     async def once() -> None:
-        async for _ in process(_feed(wire), None):
-            pass
+        await process(None, MemoryStream(wire))
 
     for _ in range(200):  # warm: metric children, prebuilt answers, the path match cache
         await once()

@@ -15,15 +15,15 @@ import argparse
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
-import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sidecar.wire import server as wire_server
+from sidecar.wire.stream import END, Stream
 
 
 def _continue(phase: str) -> ep.ProcessingResponse:
@@ -53,13 +53,13 @@ REQUEST_PHASES = frozenset({"request_headers", "request_body"})
 
 
 class NoopProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    async def Process(
-        self, requests: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[ep.ProcessingResponse]:
-        async for message in requests:
+    async def Process(self, requests: object, context: Stream) -> None:
+        read, write = context.read, context.write
+        while (message := await read()) is not END:
+            assert isinstance(message, ep.ProcessingRequest)
             phase = message.WhichOneof("request")
             if phase is not None:
-                yield CONTINUE[phase]
+                await write(CONTINUE[phase])
                 if phase in REQUEST_PHASES and getattr(message, phase).end_of_stream:
                     return  # the request is whole: end the stream, as the real servicer does
 

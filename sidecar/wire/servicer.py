@@ -14,44 +14,43 @@ round); the no-op floor (``wire.noop``) does the same.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
 from sidecar.core import Control, Forward, NeedBody, Reply, Request
 from sidecar.router import Outcome, Router
 from sidecar.wire import convert
+from sidecar.wire.stream import END, Stream
 
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     def __init__(self, router: Router) -> None:
         self.router = router
 
-    async def Process(
-        self, requests: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[ep.ProcessingResponse]:
+    async def Process(self, requests: object, context: Stream) -> None:
+        """Answer each message of one stream. ``requests`` (gRPC's iterator over the same reads)
+        is not used: the context is read directly (``wire.stream``)."""
+        read, write = context.read, context.write
         waiting: Request | None = None  # headers seen, decision needs the body
-        async for message in requests:
+        while (message := await read()) is not END:
+            assert isinstance(message, ep.ProcessingRequest)
             phase = message.WhichOneof("request")
             if phase == "request_headers":
                 request = convert.to_request(message.request_headers)
                 answer = await self.router.handle(request, "headers")
-                if isinstance(answer, NeedBody):
-                    waiting = request
-                    yield convert.proceed(phase)
-                else:
-                    yield respond(answer, phase)
+                if not isinstance(answer, NeedBody):
+                    await write(respond(answer, phase))
                     return
+                waiting = request
+                await write(convert.proceed(phase))
             elif phase == "request_body" and waiting is not None and message.request_body.end_of_stream:
                 request, waiting = waiting.with_body(message.request_body.body), None
                 answer = await self.router.handle(request, "body")
                 # NeedBody again cannot happen with a body; continuing is the safe reading of it.
-                yield respond(answer, phase) if not isinstance(answer, NeedBody) else convert.proceed(phase)
+                await write(respond(answer, phase) if not isinstance(answer, NeedBody) else convert.proceed(phase))
                 return
             elif phase is not None:
-                yield convert.proceed(phase)
+                await write(convert.proceed(phase))
 
 
 def respond(outcome: Outcome, phase: str) -> ep.ProcessingResponse:

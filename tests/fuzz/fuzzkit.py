@@ -754,14 +754,11 @@ class ServicerHarness:
         self.context = self.contexts[context_index % len(self.contexts)]
         self.outbox.rows.clear()
 
-        async def feed() -> Any:
-            for message in messages:
-                yield message
+        from sidecar.wire.stream import MemoryStream
 
-        async def collect() -> list[Any]:
-            return [response async for response in self.servicer.Process(feed(), None)]
-
-        return self.loop.run_until_complete(collect())
+        stream = MemoryStream(messages)
+        self.loop.run_until_complete(self.servicer.Process(None, stream))
+        return stream.written
 
     def check(self, messages: Sequence[Any], responses: Sequence[Any]) -> None:
         """One valid answer per message that has a phase, in order, until the stream ends after a final

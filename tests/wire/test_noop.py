@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
 from sidecar.wire.noop import CONTINUE, NoopProcessor
+from sidecar.wire.stream import MemoryStream
 
 
 def message(phase: str, end_of_stream: bool | None = None) -> ep.ProcessingRequest:
@@ -18,16 +19,9 @@ def message(phase: str, end_of_stream: bool | None = None) -> ep.ProcessingReque
 
 
 async def answers(messages: Sequence[ep.ProcessingRequest]) -> tuple[list[ep.ProcessingResponse], int]:
-    read = 0
-
-    async def feed() -> AsyncIterator[ep.ProcessingRequest]:
-        nonlocal read
-        for each in messages:
-            read += 1
-            yield each
-
-    responses = [r async for r in NoopProcessor().Process(feed(), None)]
-    return responses, read
+    stream = MemoryStream(messages)
+    await NoopProcessor().Process(None, stream)
+    return stream.written, stream.read_count
 
 
 async def test_a_bodiless_request_ends_the_stream_after_its_headers() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -16,6 +16,7 @@ from sidecar.directory.memory import InMemoryDirectory
 from sidecar.outbox.memory import InMemoryOutbox
 from sidecar.router import Router
 from sidecar.wire.servicer import ExternalProcessor
+from sidecar.wire.stream import MemoryStream
 
 DIRECTORY = {
     "organizations": [{"id": 1, "slug": "acme", "region": "us"}, {"id": 2, "slug": "globex", "region": "de"}],
@@ -43,11 +44,6 @@ def body_message(body: bytes) -> ep.ProcessingRequest:
     return message
 
 
-async def stream(messages: Sequence[ep.ProcessingRequest]) -> AsyncIterator[ep.ProcessingRequest]:
-    for message in messages:
-        yield message
-
-
 def make(directory: Any = None, outbox: InMemoryOutbox | None = None) -> tuple[ExternalProcessor, InMemoryOutbox]:
     outbox = outbox or InMemoryOutbox()
     directory = directory or InMemoryDirectory.from_data(DIRECTORY)
@@ -55,7 +51,9 @@ def make(directory: Any = None, outbox: InMemoryOutbox | None = None) -> tuple[E
 
 
 async def run(servicer: ExternalProcessor, messages: Sequence[ep.ProcessingRequest]) -> list[ep.ProcessingResponse]:
-    return [response async for response in servicer.Process(stream(messages), None)]  # type: ignore[arg-type]
+    stream = MemoryStream(messages)
+    await servicer.Process(None, stream)
+    return stream.written
 
 
 async def test_body_view_continues_headers_then_stores_and_answers_202_in_the_body_phase() -> None:
@@ -113,26 +111,13 @@ async def test_control_decision_continues_without_any_mutation() -> None:
     assert answer.request_headers.response.header_mutation.ByteSize() == 0
 
 
-class Feed:
-    """Envoy's side of the stream: the messages, and how many the servicer asked for."""
-
-    def __init__(self, messages: Sequence[ep.ProcessingRequest]) -> None:
-        self.messages = messages
-        self.read = 0
-
-    async def __aiter__(self) -> AsyncIterator[ep.ProcessingRequest]:
-        for message in self.messages:
-            self.read += 1
-            yield message
-
-
 async def test_the_stream_ends_after_a_headers_decision_without_reading_on() -> None:
     # Envoy skips the filter for the rest of the request once the stream ends with status OK.
     servicer, _ = make()
-    feed = Feed([headers_message("POST", "/extensions/nonesuch/x/", {}, False), body_message(b"{}")])
-    responses = [r async for r in servicer.Process(feed.__aiter__(), None)]  # type: ignore[arg-type]
-    assert [r.WhichOneof("response") for r in responses] == ["request_headers"]
-    assert feed.read == 1
+    stream = MemoryStream([headers_message("POST", "/extensions/nonesuch/x/", {}, False), body_message(b"{}")])
+    await servicer.Process(None, stream)
+    assert [r.WhichOneof("response") for r in stream.written] == ["request_headers"]
+    assert stream.read_count == 1
 
 
 async def test_the_stream_ends_after_the_body_answer() -> None:
@@ -140,10 +125,10 @@ async def test_the_stream_ends_after_the_body_answer() -> None:
     trailers = ep.ProcessingRequest()
     trailers.request_trailers.SetInParent()
     headers = headers_message("POST", "/extensions/github/webhook/", GITHUB_HEADERS, False)
-    feed = Feed([headers, body_message(PUSH), trailers])
-    responses = [r async for r in servicer.Process(feed.__aiter__(), None)]  # type: ignore[arg-type]
-    assert [r.WhichOneof("response") for r in responses] == ["request_headers", "immediate_response"]
-    assert feed.read == 2
+    stream = MemoryStream([headers, body_message(PUSH), trailers])
+    await servicer.Process(None, stream)
+    assert [r.WhichOneof("response") for r in stream.written] == ["request_headers", "immediate_response"]
+    assert stream.read_count == 2
 
 
 class SlowDirectory:
