@@ -2,8 +2,9 @@
 
 The servicers use gRPC's reader/writer API (``context.read()`` / ``context.write()``) rather than
 an async generator over an async iterator. grpc.aio wraps the generator style in two more
-generator layers per message each way; reading and writing the context directly measured −4…10 %
-sidecar CPU per request for the no-op (docs/performance.md, fourth round).
+generator layers per message each way; reading and writing the context directly measured −3…10 %
+sidecar CPU per request for the no-op on headers-only streams, and no change beyond noise on
+buffered ones (docs/performance.md, fourth round).
 """
 
 from __future__ import annotations
