@@ -208,6 +208,9 @@ async def up(
     announce: Callable[[str], None] = print,
 ) -> None:
     """``silo-router up``: PostgreSQL, migrations, sidecar, Envoy (and the demo upstreams)."""
+    if settings.sidecar.processes != 1:
+        # Envoy would list endpoints nobody serves: run `serve --process K` for each instead.
+        raise ConfigError("up runs one sidecar process: set sidecar.processes to 1, or run `serve --process K`")
     stop = stop or asyncio.Event()
     install_signal_handlers(stop)
     dsn = await asyncio.to_thread(db.database_url, settings)

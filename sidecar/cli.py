@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,6 +31,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from sidecar import app
     from sidecar.wire import server
 
+    settings = replace(settings, sidecar=settings.sidecar.for_process(args.process))
     server.run(app.serve(settings), loop=server.loop_from_env())  # uvloop unless SILO_ROUTER_LOOP=asyncio
     return 0
 
@@ -165,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(run=_up)
 
     serve = commands.add_parser("serve", parents=[common], help="run the ext_proc sidecar only")
+    serve.add_argument(
+        "--process",
+        type=int,
+        default=0,
+        metavar="K",
+        help="which of sidecar.processes this is (0-based): listens on the gRPC and metrics ports + K",
+    )
     serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser("migrate", parents=[common], help="apply the SQL migrations")

@@ -69,11 +69,29 @@ class EnvoySettings:
 class SidecarSettings:
     grpc: Address = field(default_factory=lambda: Address("127.0.0.1", 50051))
     metrics: Address = field(default_factory=lambda: Address("127.0.0.1", 9464))
+    processes: int = 1
+    """Sidecar processes beside one Envoy, each on its own ports: process k (``serve --process k``)
+    listens on ``grpc`` and ``metrics`` port + k, and Envoy's sidecar cluster lists every one of
+    them. Envoy then balances streams across processes itself; on one shared port the kernel would
+    balance connections, and a few connections hash unevenly (docs/performance.md, fourth round)."""
     cache_size: int = 100_000
     cache_ttl_s: float = 60.0
     negative_ttl_s: float = 10.0
     db_pool_max: int = 8
     db_connect_timeout_s: float = 5.0
+
+    def grpc_addresses(self) -> tuple[Address, ...]:
+        """Where each sidecar process listens, process 0 first."""
+        return tuple(Address(self.grpc.host, self.grpc.port + k) for k in range(self.processes))
+
+    def for_process(self, k: int) -> SidecarSettings:
+        """The settings process ``k`` runs with: its own gRPC port, and its own metrics port
+        unless that is 0 (each process then picks a free one). ``processes`` is 1 there: a process
+        serves one address, and only the Envoy bootstrap lists them all."""
+        if not 0 <= k < self.processes:
+            raise ConfigError(f"sidecar process {k}: sidecar.processes is {self.processes}, so 0…{self.processes - 1}")
+        metrics = Address(self.metrics.host, self.metrics.port + k) if self.metrics.port else self.metrics
+        return replace(self, grpc=self.grpc_addresses()[k], metrics=metrics, processes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +272,7 @@ def _envoy_mode(value: Any) -> EnvoyMode:
 def _sidecar(raw: Mapping[str, Any]) -> SidecarSettings:
     default = SidecarSettings()
     try:
-        return SidecarSettings(
+        sidecar = SidecarSettings(
             grpc=Address.parse(raw.get("grpc", str(default.grpc)), "sidecar.grpc"),
             metrics=Address.parse(raw.get("metrics", str(default.metrics)), "sidecar.metrics"),
             cache_size=int(raw.get("cache_size", default.cache_size)),
@@ -262,9 +280,15 @@ def _sidecar(raw: Mapping[str, Any]) -> SidecarSettings:
             negative_ttl_s=float(raw.get("negative_ttl_s", default.negative_ttl_s)),
             db_pool_max=int(raw.get("db_pool_max", default.db_pool_max)),
             db_connect_timeout_s=float(raw.get("db_connect_timeout_s", default.db_connect_timeout_s)),
+            processes=int(raw.get("processes", default.processes)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"sidecar: {exc}") from None
+    if not 1 <= sidecar.processes <= 64:
+        raise ConfigError(f"sidecar.processes: expected 1…64, got {sidecar.processes}")
+    if sidecar.grpc.port + sidecar.processes - 1 > 65535 or sidecar.metrics.port + sidecar.processes - 1 > 65535:
+        raise ConfigError("sidecar.processes: each process takes the next port after sidecar.grpc and sidecar.metrics")
+    return sidecar
 
 
 def _delivery(raw: Mapping[str, Any]) -> DeliverySettings:

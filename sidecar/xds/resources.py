@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Final
 
@@ -32,7 +32,13 @@ from sidecar.config import Address, Settings
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"envoy_data_plane\.")
     import betterproto2
-    from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType, ClusterDnsLookupFamily
+    from envoy_data_plane.envoy.config.cluster.v3 import (
+        Cluster,
+        ClusterDiscoveryType,
+        ClusterDnsLookupFamily,
+        ClusterLbPolicy,
+        OutlierDetection,
+    )
     from envoy_data_plane.envoy.config.core.v3 import Address as SocketAddressWrapper
     from envoy_data_plane.envoy.config.core.v3 import (
         HealthCheck,
@@ -76,13 +82,18 @@ UPSTREAM_CONNECT_TIMEOUT: Final = timedelta(seconds=2)
 """Control and regions may be another continent away: a few RTTs for TCP, plus headroom."""
 SIDECAR_CONNECT_TIMEOUT: Final = timedelta(milliseconds=250)
 """The sidecar is on loopback (or the same pod): a refused or slow connect is an outage."""
+SIDECAR_HEALTH_INTERVAL: Final = timedelta(seconds=5)
+"""How often Envoy asks each sidecar process whether it serves ext_proc (NOT_SERVING while its
+database is down)."""
 SIDECAR_MAX_CONCURRENT_STREAMS: Final = 4
-"""Envoy opens one HTTP/2 connection per worker per sidecar host, and SO_REUSEPORT hashes
-connections, not streams, onto sidecar processes: uncapped, both connections landed on one
-process in 8 of 12 runs (envoy-notes §5). With a cap Envoy opens another connection once one has
-this many streams in flight, so load spreads exactly when there is load to spread; 4 gave an even
-4/4 split at 32 concurrent requests. (100, the edge guide's downstream value, would never trigger:
-one sidecar process saturates at ~1.7k rps with only a handful of streams in flight.)"""
+"""Envoy opens one HTTP/2 connection per worker per sidecar host. Several sidecar processes
+should each have their own port (``sidecar.processes``): Envoy then balances streams across them.
+Where several still share one port (SO_REUSEPORT), the kernel hashes connections, not streams,
+onto them: uncapped, both connections landed on one process in 8 of 12 runs (envoy-notes §5).
+The cap makes Envoy open another connection once one has this many streams in flight, which
+spreads such a setup somewhat (a few connections still hash unevenly: 5/3, 6/2 measured, and a
+20/80 CPU split). (100, the edge guide's downstream value, would never trigger: one sidecar
+process saturates with only a handful of streams in flight.)"""
 
 TYPE_URLS: Final[Mapping[type[betterproto2.Message], str]] = {
     # xDS resources: served over ADS in xds mode (xds/ads.py); the static bootstrap embeds them.
@@ -163,7 +174,7 @@ def region_route(name: str, settings: Settings) -> Route:
 
 
 def upstream_cluster(name: str, address: Address) -> Cluster:
-    return _cluster(name, address, UPSTREAM_CONNECT_TIMEOUT)
+    return _cluster(name, (address,), UPSTREAM_CONNECT_TIMEOUT)
 
 
 def sidecar_cluster(settings: Settings) -> Cluster:
@@ -173,20 +184,38 @@ def sidecar_cluster(settings: Settings) -> Cluster:
             http2_protocol_options=Http2ProtocolOptions(max_concurrent_streams=SIDECAR_MAX_CONCURRENT_STREAMS)
         )
     )
-    cluster = _cluster(SIDECAR_CLUSTER, _dialable(settings.sidecar.grpc), SIDECAR_CONNECT_TIMEOUT)
+    addresses = [_dialable(address) for address in settings.sidecar.grpc_addresses()]
+    cluster = _cluster(SIDECAR_CLUSTER, addresses, SIDECAR_CONNECT_TIMEOUT)
     cluster.typed_extension_protocol_options = {HTTP_PROTOCOL_OPTIONS_KEY: pack(http2)}
+    # One endpoint per sidecar process: a new stream goes to the process with fewer in flight (of
+    # two picked at random), so a process slowed by a burst or a cold cache gets fewer.
+    cluster.lb_policy = ClusterLbPolicy.LEAST_REQUEST
     # The sidecar reports NOT_SERVING for the ext_proc service while its database is down. With
     # one endpoint Envoy still sends (panic routing), which is right: cached routes keep working;
     # with several, Envoy prefers the ones that can reach the database.
+    # no_traffic_interval as well: Envoy counts no ext_proc stream as cluster traffic, so without
+    # it the checks after the first come every 60 s (its default), not every interval.
     cluster.health_checks = [
         HealthCheck(
             timeout=timedelta(seconds=1),
-            interval=timedelta(seconds=5),
+            interval=SIDECAR_HEALTH_INTERVAL,
+            no_traffic_interval=SIDECAR_HEALTH_INTERVAL,
             unhealthy_threshold=2,
             healthy_threshold=1,
             grpc_health_check=HealthCheckGrpcHealthCheck(service_name=EXT_PROC_SERVICE),
         )
     ]
+    # A process that died refuses connections: eject it on the first refusal rather than after
+    # two failed health checks, so only the streams already on their way there fail (503, the
+    # provider retries). Refusals and timeouts count apart from answers; of answers, only five
+    # gRPC errors in a row (a broken process: the sidecar answers even a database outage with a
+    # response) eject, Envoy's default. The next passing health check takes a process back.
+    cluster.outlier_detection = OutlierDetection(
+        split_external_local_origin_errors=True,
+        consecutive_local_origin_failure=1,
+        base_ejection_time=timedelta(seconds=10),
+        max_ejection_percent=50,
+    )
     return cluster
 
 
@@ -207,25 +236,24 @@ def _host(address: Address) -> str:
     return address.host.removeprefix("[").removesuffix("]")  # "[::1]:80" parses to host "[::1]"
 
 
-def _cluster(name: str, address: Address, connect_timeout: timedelta) -> Cluster:
+def _cluster(name: str, addresses: Sequence[Address], connect_timeout: timedelta) -> Cluster:
+    endpoints = [LbEndpoint(endpoint=Endpoint(address=socket_address(address))) for address in addresses]
     cluster = Cluster(
         name=name,
         connect_timeout=connect_timeout,
         load_assignment=ClusterLoadAssignment(
-            cluster_name=name,
-            endpoints=[
-                LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=socket_address(address)))])
-            ],
+            cluster_name=name, endpoints=[LocalityLbEndpoints(lb_endpoints=endpoints)]
         ),
     )
-    if _is_ip(_host(address)):
+    if all(_is_ip(_host(address)) for address in addresses):
         cluster.type = ClusterDiscoveryType.STATIC
     else:
         # STATIC takes IP literals only (Envoy rejects a hostname as a malformed IP address).
         # LOGICAL_DNS is Envoy's recommendation for one name fronting a large service (a region's
-        # load balancer): one connection pool, re-resolved for new connections. IPv4 first
+        # load balancer): one connection pool, re-resolved for new connections. It takes a single
+        # endpoint; several (sidecar processes on one named host) need STRICT_DNS. IPv4 first
         # because "localhost" resolves to ::1 first while local services often bind 127.0.0.1.
-        cluster.type = ClusterDiscoveryType.LOGICAL_DNS
+        cluster.type = ClusterDiscoveryType.LOGICAL_DNS if len(addresses) == 1 else ClusterDiscoveryType.STRICT_DNS
         cluster.dns_lookup_family = ClusterDnsLookupFamily.V4_PREFERRED
     return cluster
 

@@ -23,11 +23,23 @@ from sidecar.directory.loader import load_directory
 from sidecar.proxy import EnvoyProcess
 
 
-def free_port() -> int:
+def free_port(count: int = 1) -> int:
+    """A free port, and the ``count - 1`` after it free too (``sidecar.processes``)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port + count <= 65536 and all(_is_free(port + k) for k in range(1, count)):
+            return port
+
+
+def _is_free(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def edge_settings(tmp: Path, regions: Mapping[str, int], control: int, **overrides: Any) -> tuple[Settings, Path]:
@@ -64,13 +76,16 @@ class Sidecar:
     grpc_port: int
     log_path: Path
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    index: int = 0
+    """Which of ``sidecar.processes`` this is (``serve --process``): ``grpc_port`` is its own."""
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Sidecar:
         env = {**os.environ, "DATABASE_URL": self.database_url, **self.extra_env}
+        argv = [sys.executable, "-m", "sidecar", "serve", "--config", str(self.config_path)]
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "sidecar", "serve", "--config", str(self.config_path)],
+                [*argv, "--process", str(self.index)],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -124,9 +139,15 @@ class Edge:
     settings: Settings
     config_path: Path
     upstreams: dict[str, UpstreamServer]
-    sidecar: Sidecar | None
+    sidecars: list[Sidecar]
+    """One per ``sidecar.processes``, process 0 first; none without a database URL."""
     envoy: EnvoyProcess
     client: httpx.Client
+
+    @property
+    def sidecar(self) -> Sidecar | None:
+        """Process 0, the only one unless ``sidecar.processes`` says otherwise."""
+        return self.sidecars[0] if self.sidecars else None
 
     @property
     def url(self) -> str:
@@ -148,20 +169,25 @@ class Edge:
 def running_edge(
     tmp: Path, database_url: str | None, regions: tuple[str, ...] = ("de", "us"), **overrides: Any
 ) -> Iterator[Edge]:
-    """Upstreams + sidecar (when ``database_url``) + Envoy, all real, on free ports."""
+    """Upstreams + sidecar processes (when ``database_url``) + Envoy, all real, on free ports.
+
+    The sidecar starts first, as its startup probe orders it in a pod (deploy/base): Envoy's first health
+    check then finds it serving."""
     names = ("control", *regions)
     upstreams = {name: UpstreamServer(name, "127.0.0.1", 0).start() for name in names}
     ports = {name: server.server_address[1] for name, server in upstreams.items()}
     control = ports.pop("control")
     settings, path = edge_settings(tmp, ports, control, **overrides)
-    sidecar = None
+    sidecars: list[Sidecar] = []
     try:
         if database_url is not None:
-            sidecar = Sidecar(path, database_url, settings.sidecar.grpc.port, tmp / "sidecar.log").start()
+            for k, address in enumerate(settings.sidecar.grpc_addresses()):
+                log = tmp / ("sidecar.log" if k == 0 else f"sidecar-{k}.log")
+                sidecars.append(Sidecar(path, database_url, address.port, log, index=k).start())
         with running_envoy(settings, tmp) as envoy, httpx.Client(timeout=10) as client:
-            yield Edge(settings, path, upstreams, sidecar, envoy, client)
+            yield Edge(settings, path, upstreams, sidecars, envoy, client)
     finally:
-        if sidecar is not None:
+        for sidecar in sidecars:
             sidecar.stop()
         for server in upstreams.values():
             server.stop()

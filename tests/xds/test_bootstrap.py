@@ -166,6 +166,28 @@ def test_envoy_validates_hostname_upstreams() -> None:
     validate(text)
 
 
+def test_sidecar_processes_are_endpoints_envoy_balances_and_ejects() -> None:
+    raw = {"control": "127.0.0.1:9000", "sidecar": {"grpc": "0.0.0.0:50051", "processes": 3}}
+    text = render_yaml(config.from_mapping(raw, {}, ROOT))
+    sidecar = clusters(yaml.safe_load(text))["sidecar"]
+    (locality,) = sidecar["load_assignment"]["endpoints"]
+    dialled = [e["endpoint"]["address"]["socket_address"] for e in locality["lb_endpoints"]]
+    assert dialled == [{"address": "127.0.0.1", "port_value": 50051 + k} for k in range(3)]
+    assert (sidecar["type"], sidecar["lb_policy"]) == ("STATIC", "LEAST_REQUEST")
+    (check,) = sidecar["health_checks"]
+    assert check["no_traffic_interval"] == check["interval"] == "5s"  # not Envoy's 60 s
+    assert sidecar["outlier_detection"]["consecutive_local_origin_failure"] == 1
+    assert sidecar["outlier_detection"]["split_external_local_origin_errors"] is True
+    validate(text)
+
+
+def test_sidecar_processes_on_a_named_host_resolve_each_endpoint() -> None:
+    raw = {"control": "127.0.0.1:9000", "sidecar": {"grpc": "localhost:50051", "processes": 2}}
+    sidecar = clusters(yaml.safe_load(render_yaml(config.from_mapping(raw, {}, ROOT))))["sidecar"]
+    assert sidecar["type"] == "STRICT_DNS"  # LOGICAL_DNS takes one endpoint only
+    assert len(sidecar["load_assignment"]["endpoints"][0]["lb_endpoints"]) == 2
+
+
 def test_validate_reports_envoys_own_message(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text(demo()[1].replace("cluster: region_de", "cluster: region_xx", 1))
