@@ -5,7 +5,8 @@
   and the body tells a scenario's check which cluster a request reached.
 * **Edge** (one per variant): the real bootstrap (``render_bootstrap``) plus a ``/bench/direct``
   route answered by Envoy itself, in front of either the no-op sidecar or the real one
-  (``silo-router serve``), with one or more worker processes on one port (SO_REUSEPORT).
+  (``silo-router serve``), with one or more worker processes, each on its own port
+  (``sidecar.processes``: Envoy balances streams across them).
 
 All edges run at once, each on its own ports; only the one being measured gets traffic, so
 scenarios alternate within a round instead of restarting processes.
@@ -54,11 +55,23 @@ class Variant:
     workers: int
 
 
-def free_port() -> int:
+def free_port(count: int = 1) -> int:
+    """A free port, and the ``count - 1`` after it free too (one per sidecar process)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port + count <= 65536 and all(_is_free(port + k) for k in range(1, count)):
+            return port
+
+
+def _is_free(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @dataclass
@@ -297,8 +310,13 @@ class Stack:
             "regions": {name: {"address": f"127.0.0.1:{upstream_ports[name]}"} for name in ("us", "de")},
             "secrets": {"slack_signing_secret": webhooks.SLACK_SECRET},
             "envoy": {"admin": f"127.0.0.1:{free_port()}", "egress": f"127.0.0.1:{free_port()}"},
-            # Metrics port 0: each worker process picks its own.
-            "sidecar": {"grpc": f"127.0.0.1:{free_port()}", "metrics": "127.0.0.1:0"},
+            # One port per worker process (Envoy balances across them); metrics port 0: each
+            # process picks its own.
+            "sidecar": {
+                "grpc": f"127.0.0.1:{free_port(variant.workers)}",
+                "metrics": "127.0.0.1:0",
+                "processes": variant.workers,
+            },
         }
         config_path = folder / "silo-router.yaml"
         config_path.write_text(yaml.safe_dump(raw))
@@ -314,13 +332,14 @@ class Stack:
     def _start_sidecar(self, variant: Variant, settings: Settings, config_path: Path, index: int) -> Child:
         assert self.db is not None
         log = self.workdir / variant.name / f"sidecar-{index}.log"
-        address = str(settings.sidecar.grpc)
+        address = settings.sidecar.grpc_addresses()[index]
         if variant.sidecar == "noop":
-            argv = [sys.executable, "-m", "sidecar.wire.noop", "--grpc", address, "--loop", self.loop]
+            argv = [sys.executable, "-m", "sidecar.wire.noop", "--grpc", str(address), "--loop", self.loop]
         else:
             argv = [sys.executable, "-m", "sidecar", "serve", "--config", str(config_path), "--log-level", "WARNING"]
+            argv += ["--process", str(index)]
         env = {"DATABASE_URL": self.db.url, "SILO_ROUTER_LOOP": self.loop}
         child = spawn(f"sidecar-{variant.name}-{index}", argv, log, env)
         self._exit.callback(child.stop)
-        wait_listening(child, settings.sidecar.grpc.port)
+        wait_listening(child, address.port)
         return child
