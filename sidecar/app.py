@@ -157,7 +157,7 @@ async def sidecar_server(settings: Settings, dsn: str, stop: asyncio.Event) -> A
         if xds is not None:
             xds.register(server)
         admin.register(server, router, pool)  # Explain and the outbox calls (silo_router.admin.v1)
-        server.add_insecure_port(str(s.grpc))
+        wire_server.listen(server, str(s.grpc))
         await server.start()
         await status.set("", health_pb2.HealthCheckResponse.SERVING)
         tasks.append(asyncio.create_task(_report_health(pool, status, stop)))

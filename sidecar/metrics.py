@@ -48,6 +48,7 @@ from prometheus_client import multiprocess as _multiprocess
 from sidecar import __version__
 from sidecar.config import Address
 from sidecar.core.providers import PROVIDERS
+from sidecar.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -612,13 +613,16 @@ class Exporter:
 def start_exporter(address: Address | str) -> Exporter:
     """Serve ``/metrics`` on ``address`` (``host:port``; port 0 picks one) from a daemon thread.
 
-    With several worker processes exactly one of them (or their parent) calls this: it serves the
-    values of all of them.
+    Each sidecar process serves its own (``sidecar.processes``: process k on the metrics port + k);
+    in multiprocess mode every one of them serves the values of all.
     """
     if isinstance(address, str):
         address = Address.parse(address, "metrics address")
     host = address.host.strip("[]")
-    server, thread = start_http_server(address.port, addr=host, registry=exposition_registry())
+    try:
+        server, thread = start_http_server(address.port, addr=host, registry=exposition_registry())
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
     return Exporter(server, thread)
 
 

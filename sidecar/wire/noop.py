@@ -75,7 +75,7 @@ async def serve(address: str, stop: asyncio.Event | None = None, max_message_byt
     ep_grpc.add_ExternalProcessorServicer_to_server(NoopProcessor(), server)
     status = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(status, server)
-    server.add_insecure_port(address)
+    wire_server.listen(server, address)
     await server.start()
     await status.set("", health_pb2.HealthCheckResponse.SERVING)
     await status.set(wire_server.EXT_PROC_SERVICE, health_pb2.HealthCheckResponse.SERVING)

@@ -16,6 +16,8 @@ from typing import Any, Final, Literal
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
+from sidecar.errors import ConfigError
+
 EXT_PROC_SERVICE: Final[str] = ep.DESCRIPTOR.services_by_name["ExternalProcessor"].full_name
 """``envoy.service.ext_proc.v3.ExternalProcessor``: also the gRPC health service name Envoy checks."""
 
@@ -37,8 +39,10 @@ def loop_from_env(environ: Mapping[str, str] = os.environ) -> Loop:
 
 def options(max_message_bytes: int) -> list[tuple[str, Any]]:
     return [
-        # Several worker processes may listen on one port; Envoy's connections spread over them.
-        ("grpc.so_reuseport", 1),
+        # One process per port (sidecar.processes): a second process started on a port already
+        # served must fail at start, not share it, since the kernel would hash Envoy's few
+        # connections over the two unevenly (docs/performance.md, fourth round).
+        ("grpc.so_reuseport", 0),
         # BUFFERED bodies arrive in one message: the default 4 MiB cap would fail them with 500.
         ("grpc.max_receive_message_length", max_message_bytes),
     ]
@@ -49,6 +53,17 @@ def new_server(max_message_bytes: int) -> grpc.aio.Server:
     the garbage collector first (see ``freeze_heap``)."""
     freeze_heap()
     return grpc.aio.server(options=options(max_message_bytes))
+
+
+def listen(server: grpc.aio.Server, address: str) -> None:
+    """Listen on ``address`` (``host:port``), or say which setting names a port already taken."""
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc.aio: "Failed to bind to address ..."
+        raise ConfigError(
+            f"cannot listen on {address} ({exc}): another process serves it; with sidecar.processes "
+            "each process needs its own `serve --process K`"
+        ) from None
 
 
 def freeze_heap() -> None:
