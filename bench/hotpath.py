@@ -7,10 +7,11 @@ messages, so a change to the hot path can be judged in seconds.
 
 ``--evict-mb N`` writes N MiB between two requests and times the requests alone: the CPU caches
 are then as cold as in the live sidecar, where Envoy, wrk, PostgreSQL and gRPC's poller run
-between two of its requests. With 8 MiB the added cost comes out close to the live one measured
-at equal load by ``make bench`` (docs/performance.md); without it, it is the tight-loop cost.
+between two of its requests. The added cost comes out close to the live one measured at equal
+load by ``make bench`` with 8 MiB on the third round's Intel machine and 32 MiB on the fourth
+round's AMD EPYC (docs/performance.md); without it, it is the tight-loop cost.
 
-    python -m bench.hotpath [--loop uvloop] [--n 20000] [--case jira] [--evict-mb 8]
+    python -m bench.hotpath [--loop uvloop] [--n 20000] [--case jira] [--evict-mb 32]
 """
 
 from __future__ import annotations
