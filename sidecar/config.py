@@ -286,6 +286,8 @@ def _sidecar(raw: Mapping[str, Any]) -> SidecarSettings:
         raise ConfigError(f"sidecar: {exc}") from None
     if not 1 <= sidecar.processes <= 64:
         raise ConfigError(f"sidecar.processes: expected 1…64, got {sidecar.processes}")
+    if sidecar.processes > 1 and sidecar.grpc.port == 0:
+        raise ConfigError("sidecar.processes: each process takes the port after sidecar.grpc, so it cannot be 0")
     if sidecar.grpc.port + sidecar.processes - 1 > 65535 or sidecar.metrics.port + sidecar.processes - 1 > 65535:
         raise ConfigError("sidecar.processes: each process takes the next port after sidecar.grpc and sidecar.metrics")
     return sidecar

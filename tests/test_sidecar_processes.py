@@ -45,6 +45,7 @@ def test_metrics_port_zero_stays_zero_for_every_process() -> None:
         ({"processes": "two"}, "sidecar: invalid literal"),
         ({"grpc": "127.0.0.1:65535", "processes": 2}, "takes the next port"),
         ({"metrics": "127.0.0.1:65535", "processes": 2}, "takes the next port"),
+        ({"grpc": "127.0.0.1:0", "processes": 2}, "cannot be 0"),
     ],
 )
 def test_bad_process_counts_are_refused(sidecar: dict[str, Any], message: str) -> None:
