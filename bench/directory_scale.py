@@ -50,7 +50,7 @@ def _pct(values: Sequence[float], p: float) -> float:
 async def _copy(
     conn: psycopg.AsyncConnection[object], statement: str, lines: Callable[[int], str], lo: int, hi: int
 ) -> None:
-    async with conn.cursor() as cur, cur.copy(statement.encode()) as copy:  # type: ignore[arg-type]
+    async with conn.cursor() as cur, cur.copy(statement.encode()) as copy:
         for start in range(lo, hi, CHUNK):
             await copy.write("".join(lines(i) for i in range(start, min(hi, start + CHUNK))))
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from sidecar.directory.loader import load_directory
 from sidecar.wire.server import DEFAULT_LOOP
 from sidecar.xds.bootstrap import EXT_PROC_FILTER, render_bootstrap
 from sidecar.xds.envoy_binary import envoy_binary
+from tests.integration.harness import free_port  # the tests' real stacks pick ports the same way
 
 UPSTREAMS = ("control", "us", "de")
 EXT_PROC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
@@ -53,25 +53,6 @@ class Variant:
     name: str
     sidecar: SidecarKind
     workers: int
-
-
-def free_port(count: int = 1) -> int:
-    """A free port, and the ``count - 1`` after it free too (one per sidecar process)."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port + count <= 65536 and all(_is_free(port + k) for k in range(1, count)):
-            return port
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @dataclass
