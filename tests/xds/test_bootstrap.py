@@ -362,7 +362,8 @@ def test_ext_proc_filter_follows_settings(name: str, status: str, fail_open: boo
     # envoy --mode validate accepted a misspelt gRPC cluster name, so check it here.
     sidecar = clusters(tree)[processor["grpc_service"]["envoy_grpc"]["cluster_name"]]
     options = sidecar["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-    assert options["explicit_http_config"]["http2_protocol_options"]["max_concurrent_streams"] > 0
+    # HTTP/2 explicitly (gRPC), streams uncapped: one connection per Envoy worker per process.
+    assert options["explicit_http_config"] == {"http2_protocol_options": {}}
 
 
 def test_unknown_status_on_error_is_a_config_error() -> None:
