@@ -171,8 +171,8 @@ def sidecar_cluster(settings: Settings) -> Cluster:
     """The ext_proc gRPC cluster: HTTP/2 is mandatory for gRPC, so say so explicitly."""
     # Streams are not capped per connection, so Envoy keeps one connection per worker to each
     # process. A cap of 4 used to make Envoy open more connections for the kernel to spread over
-    # processes sharing one port; with an endpoint per process, A/B (fourth round): uncapped took
-    # 1–8 % less sidecar CPU per request and the two-process split stayed 50/50.
+    # processes sharing one port; with an endpoint per process, uncapped was no worse (an A/B: 1–8 %
+    # less sidecar CPU per request; a full bench run after it: within noise), split still 50/50.
     http2 = HttpProtocolOptions(
         explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=Http2ProtocolOptions())
     )
