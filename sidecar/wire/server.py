@@ -61,7 +61,7 @@ def listen(server: grpc.aio.Server, address: str) -> None:
         server.add_insecure_port(address)
     except RuntimeError as exc:  # grpc.aio: "Failed to bind to address ..."
         raise ConfigError(
-            f"cannot listen on {address} ({exc}): another process serves it; with sidecar.processes "
+            f"cannot listen on {address} ({exc}): is another process serving it? With sidecar.processes "
             "each process needs its own `serve --process K`"
         ) from None
 

@@ -83,9 +83,10 @@ class Sidecar:
     def start(self) -> Sidecar:
         env = {**os.environ, "DATABASE_URL": self.database_url, **self.extra_env}
         argv = [sys.executable, "-m", "sidecar", "serve", "--config", str(self.config_path)]
+        argv += ["--process", str(self.index)]
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
-                [*argv, "--process", str(self.index)],
+                argv,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

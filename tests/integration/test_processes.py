@@ -14,7 +14,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from harness import Edge, free_port, running_edge
-from test_routing import slack_event
+from test_routing import health_of, slack_event
+
+from sidecar.wire.server import EXT_PROC_SERVICE
 
 pytestmark = [pytest.mark.db, pytest.mark.envoy]
 
@@ -52,22 +54,21 @@ def requests_seen(metrics_port: int) -> float:
 
 
 def test_each_process_listens_on_its_own_ports(edge: Edge) -> None:
-    running, processes = edge, edge.sidecars
-    base = running.settings.sidecar
-    assert [p.grpc_port for p in processes] == [base.grpc.port + k for k in range(PROCESSES)]
     for k in range(PROCESSES):
-        requests_seen(base.metrics.port + k)  # each serves its own /metrics
+        # serve --process k: ext_proc on the gRPC port + k, /metrics on the metrics port + k.
+        assert health_of(edge, EXT_PROC_SERVICE, process=k) == "SERVING"
+        metrics = httpx.get(f"http://127.0.0.1:{edge.settings.sidecar.metrics.port + k}/metrics", timeout=5)
+        assert metrics.status_code == 200 and "silo_router_requests_total" in metrics.text
 
 
 def test_envoy_spreads_webhooks_over_every_process(edge: Edge) -> None:
-    running = edge
-    metrics = [running.settings.sidecar.metrics.port + k for k in range(PROCESSES)]
+    metrics = [edge.settings.sidecar.metrics.port + k for k in range(PROCESSES)]
     before = [requests_seen(port) for port in metrics]
-    running.clear()
+    edge.clear()
     for _ in range(REQUESTS):
         body, headers = slack_event("T0ACME")
-        assert running.post("/extensions/slack/event/", body, headers).status_code == 200
-    assert running.receivers() == ["us"]
+        assert edge.post("/extensions/slack/event/", body, headers).status_code == 200
+    assert edge.receivers() == ["us"]
     handled = [requests_seen(port) - was for port, was in zip(metrics, before, strict=True)]
     assert sum(handled) == REQUESTS
     # LEAST_REQUEST between two idle processes is a coin toss per request: fewer than 5 of 40 on

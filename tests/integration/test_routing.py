@@ -253,10 +253,11 @@ def test_grpc_health_reports_serving(edge: Edge) -> None:
     assert health_of(edge, "envoy.service.ext_proc.v3.ExternalProcessor") == "SERVING"
 
 
-def health_of(edge: Edge, service: str) -> str:
+def health_of(edge: Edge, service: str, process: int = 0) -> str:
+    """What sidecar process ``process`` (``sidecar.processes``) answers a gRPC health check for ``service``."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(str(edge.settings.sidecar.grpc)) as channel:
+    with grpc.insecure_channel(str(edge.settings.sidecar.grpc_addresses()[process])) as channel:
         answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
